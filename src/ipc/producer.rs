@@ -1,0 +1,362 @@
+//! The producer end of a session: owns the buffer pool, announces each buffer once, sends
+//! frames, takes buffers back on `Release` (waiting on their release fences before writing
+//! again), and applies the pool policy when every buffer is out.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use super::socket::Channel;
+use super::wire::{self, Message, Role};
+use super::{monotonic_ns, PeerInfo, SessionError};
+use crate::buffer::{Access, Buffer, BufferMapping, CpuAccess};
+use crate::sync::SyncFile;
+
+/// What to do when every buffer is still with the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolPolicy {
+    /// Block until the consumer releases one (no frame lost).
+    Wait,
+    /// Skip the frame and count it as dropped (live sources).
+    Drop,
+}
+
+impl std::str::FromStr for PoolPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wait" => Ok(PoolPolicy::Wait),
+            "drop" => Ok(PoolPolicy::Drop),
+            _ => Err(format!("unknown pool policy {s:?} (wait, drop)")),
+        }
+    }
+}
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerOptions {
+    /// Pool policy.
+    pub policy: PoolPolicy,
+    /// Longest wait for a release under `Wait` before the consumer counts as stalled.
+    pub release_timeout: Duration,
+    /// Longest wait for a release fence before the frame is dropped.
+    pub fence_timeout: Duration,
+    /// What the producer is (`generator:bars`); the verify sink reads the pattern from it.
+    pub name: String,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        ProducerOptions {
+            policy: PoolPolicy::Wait,
+            release_timeout: Duration::from_secs(10),
+            fence_timeout: Duration::from_secs(2),
+            name: "frameshare".into(),
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerStats {
+    /// Frames sent.
+    pub produced: u64,
+    /// Frames skipped: no free buffer under `Drop`, or a release fence that timed out.
+    pub dropped: u64,
+    /// Release fences that did not signal in time.
+    pub fence_timeouts: u64,
+    /// Releases received.
+    pub released: u64,
+}
+
+struct Slot {
+    buffer: Buffer,
+    mapping: BufferMapping,
+    held: Option<u64>,
+    release_fence: Option<SyncFile>,
+}
+
+/// The producer end.
+pub struct Producer {
+    chan: Channel,
+    opts: ProducerOptions,
+    peer: PeerInfo,
+    slots: Vec<Slot>,
+    stats: ProducerStats,
+    last_error: Option<String>,
+    cursor: usize,
+}
+
+impl Producer {
+    /// Says Hello and waits (10 s) for the consumer's.
+    pub fn connect(
+        mut chan: Channel,
+        opts: ProducerOptions,
+        features: u32,
+    ) -> Result<Producer, SessionError> {
+        let hello = Message::Hello {
+            role: Role::Producer,
+            features,
+            kinds: super::all_kinds(),
+            formats: Vec::new(),
+            name: opts.name.clone(),
+        };
+        chan.send(&hello, &[])?;
+        let (msg, _fds) = chan.recv_timeout(Some(Duration::from_secs(10)))?;
+        let peer = match msg {
+            Message::Hello {
+                role: Role::Consumer,
+                features,
+                kinds,
+                formats,
+                name,
+            } => PeerInfo {
+                features,
+                kinds,
+                formats,
+                name,
+            },
+            Message::Bye { code, reason } => return Err(SessionError::PeerBye { code, reason }),
+            other => {
+                return Err(protocol_error(
+                    &mut chan,
+                    format!("expected the consumer's Hello, got {}", other.name()),
+                ))
+            }
+        };
+        Ok(Producer {
+            chan,
+            opts,
+            peer,
+            slots: Vec::new(),
+            stats: ProducerStats::default(),
+            last_error: None,
+            cursor: 0,
+        })
+    }
+
+    /// What the consumer said of itself.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &ProducerStats {
+        &self.stats
+    }
+
+    /// The most recent non-fatal error (a fence timeout), for reports.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Adds a buffer to the pool: maps it for writing and announces it. Returns its id.
+    pub fn add_buffer(&mut self, buffer: Buffer) -> Result<u32, SessionError> {
+        if !self.peer.accepts_kind(buffer.kind()) {
+            return Err(SessionError::Incompatible(format!(
+                "consumer {:?} cannot import {} buffers",
+                self.peer.name,
+                buffer.kind()
+            )));
+        }
+        let id = self.slots.len() as u32;
+        if id >= wire::MAX_BUFFERS {
+            return Err(SessionError::Usage(format!(
+                "at most {} buffers",
+                wire::MAX_BUFFERS
+            )));
+        }
+        let mapping = buffer.map(true)?;
+        let msg = Message::AddBuffer {
+            id,
+            kind: buffer.kind(),
+            layout: buffer.layout().clone(),
+            sysv_id: buffer.sysv_id().unwrap_or(-1),
+        };
+        self.chan.send(&msg, &buffer.fds())?;
+        self.slots.push(Slot {
+            buffer,
+            mapping,
+            held: None,
+            release_fence: None,
+        });
+        Ok(id)
+    }
+
+    /// The buffer with id `id`.
+    pub fn buffer(&self, id: u32) -> &Buffer {
+        &self.slots[id as usize].buffer
+    }
+
+    /// Buffers in the pool.
+    pub fn buffer_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// How many buffers the consumer holds now.
+    pub fn held_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.held.is_some()).count()
+    }
+
+    /// Takes a free buffer for the next frame: handles pending releases, waits for the buffer's
+    /// release fence, and applies the pool policy. `Ok(None)` means this frame is dropped
+    /// (counted); errors end the session.
+    pub fn acquire(&mut self) -> Result<Option<u32>, SessionError> {
+        self.pump(Some(Duration::ZERO))?;
+        loop {
+            // Round-robin from the buffer after the last one used, so a buffer whose release
+            // fence timed out is retried last.
+            let n = self.slots.len();
+            let free = (0..n)
+                .map(|k| (self.cursor + k) % n)
+                .find(|&i| self.slots[i].held.is_none());
+            if let Some(i) = free {
+                self.cursor = (i + 1) % n;
+                if let Some(fence) = &self.slots[i].release_fence {
+                    if let Err(e) = fence.wait(self.opts.fence_timeout) {
+                        // The consumer may still be reading: never write this buffer now.
+                        self.stats.dropped += 1;
+                        self.stats.fence_timeouts += 1;
+                        let msg = format!("buffer {i}: release fence: {e}; frame dropped");
+                        log::warn!("{msg}");
+                        self.last_error = Some(msg);
+                        return Ok(None);
+                    }
+                    self.slots[i].release_fence = None;
+                }
+                return Ok(Some(i as u32));
+            }
+            match self.opts.policy {
+                PoolPolicy::Drop => {
+                    self.stats.dropped += 1;
+                    return Ok(None);
+                }
+                PoolPolicy::Wait => {
+                    if !self.pump(Some(self.opts.release_timeout))? {
+                        return Err(SessionError::Stalled(self.opts.release_timeout));
+                    }
+                }
+            }
+        }
+    }
+
+    /// CPU write access to buffer `id`, for the source to fill it.
+    pub fn write_access(&mut self, id: u32) -> Result<CpuAccess<'_>, SessionError> {
+        let slot = &mut self.slots[id as usize];
+        assert!(
+            slot.held.is_none(),
+            "writing buffer {id} while the consumer holds it"
+        );
+        Ok(slot.mapping.access(Access::Write)?)
+    }
+
+    /// Sends buffer `id` as frame `seq`, with an optional acquire fence.
+    pub fn submit(
+        &mut self,
+        id: u32,
+        seq: u64,
+        acquire: Option<SyncFile>,
+    ) -> Result<(), SessionError> {
+        let slot = &mut self.slots[id as usize];
+        let flags = if acquire.is_some() {
+            wire::FLAG_FENCE
+        } else {
+            0
+        };
+        let msg = Message::Frame {
+            id,
+            seq,
+            timestamp_ns: monotonic_ns(),
+            flags,
+        };
+        let fence_fd: Option<OwnedFd> = acquire.map(SyncFile::into_fd);
+        let fds: Vec<_> = fence_fd.iter().map(std::os::fd::AsFd::as_fd).collect();
+        slot.held = Some(seq);
+        self.chan.send(&msg, &fds)?;
+        self.stats.produced += 1;
+        Ok(())
+    }
+
+    /// Handles messages from the consumer for up to `timeout`; true if one was handled.
+    fn pump(&mut self, timeout: Option<Duration>) -> Result<bool, SessionError> {
+        let mut handled = false;
+        let mut wait = timeout;
+        while self.chan.wait_readable(wait)? {
+            let (msg, mut fds) = self.chan.recv()?;
+            match msg {
+                Message::Release { id, seq, flags } => {
+                    let slot = match self.slots.get_mut(id as usize) {
+                        Some(s) => s,
+                        None => {
+                            return Err(protocol_error(
+                                &mut self.chan,
+                                format!("Release of unknown buffer {id}"),
+                            ))
+                        }
+                    };
+                    if slot.held != Some(seq) {
+                        let what = match slot.held {
+                            None => format!("Release of buffer {id} (frame {seq}), which the consumer does not hold: double release"),
+                            Some(h) => format!("Release of buffer {id} for frame {seq}, but it holds frame {h}"),
+                        };
+                        return Err(protocol_error(&mut self.chan, what));
+                    }
+                    slot.held = None;
+                    slot.release_fence =
+                        (flags & wire::FLAG_FENCE != 0).then(|| SyncFile::from_fd(fds.remove(0)));
+                    self.stats.released += 1;
+                    handled = true;
+                }
+                Message::Bye { code, reason } => {
+                    return Err(SessionError::PeerBye { code, reason })
+                }
+                other => {
+                    return Err(protocol_error(
+                        &mut self.chan,
+                        format!("unexpected {} from the consumer", other.name()),
+                    ))
+                }
+            }
+            wait = Some(Duration::ZERO);
+        }
+        Ok(handled)
+    }
+
+    /// Waits up to `timeout` for the consumer to give back every buffer.
+    pub fn drain(&mut self, timeout: Duration) -> Result<(), SessionError> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.held_count() > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || !self.pump(Some(left))? {
+                return Err(SessionError::Stalled(timeout));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the session: waits for outstanding releases (up to `release_timeout`), says Bye.
+    pub fn finish(mut self) -> Result<ProducerStats, SessionError> {
+        let drained = self.drain(self.opts.release_timeout);
+        let _ = self.chan.send(
+            &Message::Bye {
+                code: wire::BYE_DONE,
+                reason: "done".into(),
+            },
+            &[],
+        );
+        drained?;
+        Ok(self.stats)
+    }
+}
+
+/// Tells the peer what it did wrong (best effort) and returns the error.
+pub(crate) fn protocol_error(chan: &mut Channel, what: String) -> SessionError {
+    log::error!("protocol error: {what}");
+    let _ = chan.send(
+        &Message::Bye {
+            code: wire::BYE_PROTOCOL_ERROR,
+            reason: what.clone(),
+        },
+        &[],
+    );
+    SessionError::Protocol(what)
+}

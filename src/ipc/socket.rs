@@ -1,0 +1,337 @@
+//! The channel: a `SOCK_SEQPACKET` unix socket (message boundaries for free) carrying one
+//! [`Message`] per datagram and its fds as `SCM_RIGHTS`. Received fds become `OwnedFd` at once,
+//! so every error path closes them; truncated data or control (`MSG_TRUNC`, `MSG_CTRUNC`) is an
+//! error, never a silently shortened message.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+
+use super::wire::{Message, WireError, MAX_FDS, MAX_MESSAGE};
+
+/// Errors on the channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The peer closed its end (exited, crashed, or was killed).
+    #[error("peer closed the connection")]
+    PeerClosed,
+    /// Nothing arrived in time.
+    #[error("no message from the peer within {0:?}")]
+    Timeout(Duration),
+    /// The datagram did not fit the receive buffer.
+    #[error("message larger than {MAX_MESSAGE} bytes (MSG_TRUNC)")]
+    Truncated,
+    /// Fds were dropped by the kernel because the control buffer was too small.
+    #[error("more than {MAX_FDS} fds in one message (MSG_CTRUNC); the extra fds were lost")]
+    ControlTruncated,
+    /// The message itself was malformed.
+    #[error("malformed message: {0}")]
+    Wire(#[from] WireError),
+    /// A socket call failed.
+    #[error("{op}{} failed: {errno}", path.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default())]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// The socket path, if any.
+        path: Option<PathBuf>,
+        /// The error.
+        errno: Errno,
+    },
+}
+
+fn sys(op: &'static str) -> impl FnOnce(Errno) -> ChannelError {
+    move |errno| ChannelError::Sys {
+        op,
+        path: None,
+        errno,
+    }
+}
+
+/// One end of a frameshare connection.
+#[derive(Debug)]
+pub struct Channel {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl Channel {
+    /// A connected pair (for two processes from one `fork`/`spawn`, or two threads).
+    pub fn pair() -> Result<(Channel, Channel), ChannelError> {
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(sys("socketpair"))?;
+        Ok((Channel::from_fd(a), Channel::from_fd(b)))
+    }
+
+    /// Wraps a connected SEQPACKET socket (e.g. one inherited from a parent).
+    pub fn from_fd(fd: OwnedFd) -> Channel {
+        Channel {
+            fd,
+            buf: Vec::with_capacity(MAX_MESSAGE),
+        }
+    }
+
+    /// Connects to a listening socket at `path`.
+    pub fn connect(path: &Path) -> Result<Channel, ChannelError> {
+        let err = |op| {
+            move |errno| ChannelError::Sys {
+                op,
+                path: Some(path.to_owned()),
+                errno,
+            }
+        };
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(err("socket"))?;
+        let addr = SocketAddrUnix::new(path).map_err(err("socket address"))?;
+        rustix::net::connect(&fd, &addr).map_err(err("connect"))?;
+        Ok(Channel::from_fd(fd))
+    }
+
+    /// Sends one message with its fds (`msg.fd_count()` of them).
+    pub fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
+        debug_assert_eq!(
+            msg.fd_count(),
+            fds.len(),
+            "{} sent with wrong fd count",
+            msg.name()
+        );
+        msg.encode(&mut self.buf);
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(ChannelError::ControlTruncated);
+        }
+        loop {
+            match rustix::net::sendmsg(
+                &self.fd,
+                &[IoSlice::new(&self.buf)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(Errno::PIPE) | Err(Errno::CONNRESET) => return Err(ChannelError::PeerClosed),
+                Err(errno) => {
+                    return Err(ChannelError::Sys {
+                        op: "sendmsg",
+                        path: None,
+                        errno,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for a message to be readable.
+    pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool, ChannelError> {
+        let ts = timeout.map(|t| rustix::time::Timespec {
+            tv_sec: t.as_secs() as i64,
+            tv_nsec: t.subsec_nanos() as i64,
+        });
+        loop {
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match poll(&mut fds, ts.as_ref()) {
+                Ok(0) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(Errno::INTR) => continue,
+                Err(errno) => {
+                    return Err(ChannelError::Sys {
+                        op: "poll",
+                        path: None,
+                        errno,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Receives one message and its fds, blocking up to `timeout` (forever if `None`).
+    pub fn recv_timeout(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<(Message, Vec<OwnedFd>), ChannelError> {
+        if !self.wait_readable(timeout)? {
+            return Err(ChannelError::Timeout(timeout.unwrap_or_default()));
+        }
+        self.recv()
+    }
+
+    /// Receives one message if one is waiting, without blocking.
+    pub fn try_recv(&mut self) -> Result<Option<(Message, Vec<OwnedFd>)>, ChannelError> {
+        if !self.wait_readable(Some(Duration::ZERO))? {
+            return Ok(None);
+        }
+        self.recv().map(Some)
+    }
+
+    /// Receives one message and its fds, blocking.
+    pub fn recv(&mut self) -> Result<(Message, Vec<OwnedFd>), ChannelError> {
+        self.buf.resize(MAX_MESSAGE, 0);
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = loop {
+            match rustix::net::recvmsg(
+                &self.fd,
+                &mut [IoSliceMut::new(&mut self.buf)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            ) {
+                Ok(r) => break r,
+                Err(Errno::INTR) => continue,
+                Err(Errno::CONNRESET) => return Err(ChannelError::PeerClosed),
+                Err(errno) => {
+                    return Err(ChannelError::Sys {
+                        op: "recvmsg",
+                        path: None,
+                        errno,
+                    })
+                }
+            }
+        };
+        // Take ownership of every fd first, so each return below closes them.
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        for m in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = m {
+                fds.extend(rights);
+            }
+        }
+        if got.flags.contains(ReturnFlags::CTRUNC) {
+            return Err(ChannelError::ControlTruncated);
+        }
+        if got.flags.contains(ReturnFlags::TRUNC) {
+            return Err(ChannelError::Truncated);
+        }
+        if got.bytes == 0 && fds.is_empty() {
+            return Err(ChannelError::PeerClosed);
+        }
+        let msg = Message::decode(&self.buf[..got.bytes], fds.len())?;
+        Ok((msg, fds))
+    }
+
+    /// Sends raw bytes as one datagram (tests use it to play a malicious peer).
+    pub fn send_raw(&mut self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(ChannelError::ControlTruncated);
+        }
+        rustix::net::sendmsg(
+            &self.fd,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+        .map_err(sys("sendmsg"))?;
+        Ok(())
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl From<Channel> for OwnedFd {
+    fn from(c: Channel) -> OwnedFd {
+        c.fd
+    }
+}
+
+/// A listening socket at a path, created mode 0600 and removed on drop.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Listener {
+    /// Binds and listens at `path` (which must not exist), readable and writable by this user only.
+    pub fn bind(path: &Path) -> Result<Listener, ChannelError> {
+        let err = |op| {
+            move |errno| ChannelError::Sys {
+                op,
+                path: Some(path.to_owned()),
+                errno,
+            }
+        };
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(err("socket"))?;
+        // The socket inode's mode becomes the path's mode at bind: no window with looser bits.
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o600)).map_err(err("fchmod"))?;
+        let addr = SocketAddrUnix::new(path).map_err(err("socket address"))?;
+        rustix::net::bind(&fd, &addr).map_err(err("bind"))?;
+        rustix::net::listen(&fd, 4).map_err(err("listen"))?;
+        Ok(Listener {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Accepts one connection, waiting at most `timeout` (forever if `None`).
+    pub fn accept(&self, timeout: Option<Duration>) -> Result<Channel, ChannelError> {
+        let ts = timeout.map(|t| rustix::time::Timespec {
+            tv_sec: t.as_secs() as i64,
+            tv_nsec: t.subsec_nanos() as i64,
+        });
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        loop {
+            match poll(&mut fds, ts.as_ref()) {
+                Ok(0) => return Err(ChannelError::Timeout(timeout.unwrap_or_default())),
+                Ok(_) => break,
+                Err(Errno::INTR) => continue,
+                Err(errno) => {
+                    return Err(ChannelError::Sys {
+                        op: "poll",
+                        path: Some(self.path.clone()),
+                        errno,
+                    })
+                }
+            }
+        }
+        let fd = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC).map_err(|errno| {
+            ChannelError::Sys {
+                op: "accept",
+                path: Some(self.path.clone()),
+                errno,
+            }
+        })?;
+        Ok(Channel::from_fd(fd))
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            log::warn!("removing socket {}: {e}", self.path.display());
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! `frameshare probe`: what this machine offers for frame sharing — shared-memory kinds and
+//! their limits, dma-buf heaps, udmabuf, DRM nodes, V4L2 devices, sw_sync — read from /dev,
+//! /sys and /proc without side effects (beyond trying one tiny allocation per kind).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::alloc;
+use crate::format::{Fourcc, FrameLayout};
+
+/// One buffer kind and whether it works here.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindStatus {
+    /// Allocator name.
+    pub name: String,
+    /// Whether a test allocation succeeded.
+    pub available: bool,
+    /// The device, or why not.
+    pub detail: String,
+}
+
+/// A DRM device node.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrmNode {
+    /// `/dev/dri/card0`, `/dev/dri/renderD128`, …
+    pub path: String,
+    /// Kernel driver (`vkms`, `vgem`, `i915`, …).
+    pub driver: String,
+    /// `kms` (card node with modesetting) or `render`.
+    pub kind: String,
+}
+
+/// A V4L2 device node.
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoNode {
+    /// `/dev/videoN`.
+    pub path: String,
+    /// The device's name (`vivid`, …).
+    pub name: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// Kernel release.
+    pub kernel: String,
+    /// Every allocator and whether it works.
+    pub allocators: Vec<KindStatus>,
+    /// What `--alloc auto` picks.
+    pub auto: String,
+    /// SysV shm limits: (shmmax bytes, shmall pages, shmmni segments).
+    pub sysv_limits: Option<(u64, u64, u64)>,
+    /// Bytes free in /dev/shm.
+    pub dev_shm_free: Option<u64>,
+    /// Heaps under /dev/dma_heap.
+    pub dma_heaps: Vec<String>,
+    /// Whether /dev/udmabuf exists.
+    pub udmabuf: bool,
+    /// DRM nodes.
+    pub drm: Vec<DrmNode>,
+    /// V4L2 nodes.
+    pub video: Vec<VideoNode>,
+    /// Whether debugfs `sync/sw_sync` is there (test fences).
+    pub sw_sync: bool,
+}
+
+fn read_trim(p: impl AsRef<Path>) -> Option<String> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+fn driver_of(sys_dir: &Path) -> String {
+    std::fs::read_link(sys_dir.join("device/driver"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// DRM nodes from /sys/class/drm, with their drivers (numbers differ between machines: find
+/// devices by driver, not by index).
+pub fn drm_nodes() -> Vec<DrmNode> {
+    let mut v = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/sys/class/drm") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kind = if name.starts_with("renderD") {
+                "render"
+            } else if name.starts_with("card") && !name.contains('-') {
+                "kms"
+            } else {
+                continue;
+            };
+            v.push(DrmNode {
+                path: format!("/dev/dri/{name}"),
+                driver: driver_of(&e.path()),
+                kind: kind.into(),
+            });
+        }
+    }
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v
+}
+
+/// V4L2 nodes from /sys/class/video4linux.
+pub fn video_nodes() -> Vec<VideoNode> {
+    let mut v: Vec<VideoNode> = std::fs::read_dir("/sys/class/video4linux")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("video"))
+                .map(|e| VideoNode {
+                    path: format!("/dev/{}", e.file_name().to_string_lossy()),
+                    name: read_trim(e.path().join("name")).unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v
+}
+
+/// Runs every check.
+pub fn probe() -> Probe {
+    let layout = FrameLayout::linear(Fourcc::XR24, 64, 64, 64).expect("valid");
+    let allocators = [
+        "dma-heap:system",
+        "dma-heap:cma",
+        "udmabuf",
+        "gbm",
+        "memfd",
+        "posix-shm",
+        "sysv-shm",
+    ]
+    .iter()
+    .map(
+        |name| match alloc::open(name).and_then(|(mut a, d)| a.allocate(&layout).map(|_| d)) {
+            Ok(d) => KindStatus {
+                name: name.to_string(),
+                available: true,
+                detail: d,
+            },
+            Err(e) => KindStatus {
+                name: name.to_string(),
+                available: false,
+                detail: e.to_string(),
+            },
+        },
+    )
+    .collect();
+    let sysv = (|| {
+        Some((
+            read_trim("/proc/sys/kernel/shmmax")?.parse().ok()?,
+            read_trim("/proc/sys/kernel/shmall")?.parse().ok()?,
+            read_trim("/proc/sys/kernel/shmmni")?.parse().ok()?,
+        ))
+    })();
+    let shm_free = rustix::fs::statvfs("/dev/shm")
+        .ok()
+        .map(|s| s.f_bavail * s.f_frsize);
+    Probe {
+        kernel: rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned(),
+        allocators,
+        auto: alloc::open("auto")
+            .map(|(_, why)| why)
+            .unwrap_or_else(|e| e.to_string()),
+        sysv_limits: sysv,
+        dev_shm_free: shm_free,
+        dma_heaps: alloc::dma_heap::heaps(),
+        udmabuf: Path::new(alloc::udmabuf::UDMABUF_PATH).exists(),
+        drm: drm_nodes(),
+        video: video_nodes(),
+        sw_sync: Path::new("/sys/kernel/debug/sync/sw_sync").exists(),
+    }
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "kernel      {}", self.kernel)?;
+        writeln!(f, "allocators")?;
+        for a in &self.allocators {
+            writeln!(
+                f,
+                "  {:<16} {:<4} {}",
+                a.name,
+                if a.available { "yes" } else { "no" },
+                a.detail
+            )?;
+        }
+        writeln!(f, "auto        {}", self.auto)?;
+        if let Some((max, all, mni)) = self.sysv_limits {
+            writeln!(
+                f,
+                "sysv shm    shmmax {max} bytes, shmall {all} pages, shmmni {mni} segments"
+            )?;
+        }
+        if let Some(free) = self.dev_shm_free {
+            writeln!(f, "/dev/shm    {} MiB free", free >> 20)?;
+        }
+        writeln!(
+            f,
+            "dma heaps   {}",
+            if self.dma_heaps.is_empty() {
+                "none".into()
+            } else {
+                self.dma_heaps.join(", ")
+            }
+        )?;
+        writeln!(f, "udmabuf     {}", if self.udmabuf { "yes" } else { "no" })?;
+        writeln!(
+            f,
+            "sw_sync     {}",
+            if self.sw_sync {
+                "yes"
+            } else {
+                "no (needs debugfs and CONFIG_SW_SYNC)"
+            }
+        )?;
+        writeln!(
+            f,
+            "drm nodes   {}",
+            if self.drm.is_empty() { "none" } else { "" }
+        )?;
+        for d in &self.drm {
+            writeln!(f, "  {:<22} {:<8} {}", d.path, d.driver, d.kind)?;
+        }
+        writeln!(
+            f,
+            "v4l2 nodes  {}",
+            if self.video.is_empty() { "none" } else { "" }
+        )?;
+        for v in &self.video {
+            writeln!(f, "  {:<22} {}", v.path, v.name)?;
+        }
+        Ok(())
+    }
+}

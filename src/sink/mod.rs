@@ -1,0 +1,130 @@
+//! Sinks: what the consumer does with each frame. `verify` checks every pixel against the
+//! generator, `null` only takes and returns buffers, `png:DIR` writes pictures; the Vulkan and
+//! KMS sinks import the buffers into a GPU or display. [`open`] builds one from its name.
+
+pub mod null;
+pub mod png;
+pub mod verify;
+
+use std::time::Duration;
+
+use crate::buffer::{Buffer, BufferError};
+use crate::ipc::consumer::ConsumerCaps;
+use crate::ipc::PeerInfo;
+use crate::sync::{FenceError, SyncFile};
+
+/// One frame handed to a sink.
+pub struct FrameIn<'a> {
+    /// Buffer id.
+    pub id: u32,
+    /// Sequence number.
+    pub seq: u64,
+    /// The buffer.
+    pub buffer: &'a Buffer,
+    /// Signals when the pixels may be read.
+    pub acquire: Option<SyncFile>,
+}
+
+/// What a sink did with a frame.
+#[derive(Debug, Default)]
+pub struct FrameOut {
+    /// The pixels were checked and right.
+    pub verified: bool,
+    /// The frame could not be used (its acquire fence timed out): counted as dropped.
+    pub dropped: bool,
+    /// Signals when the sink is done reading the buffer (sent back with `Release`).
+    pub release: Option<SyncFile>,
+}
+
+/// Errors from sinks.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The buffer could not be mapped or accessed.
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    /// A fence operation failed.
+    #[error(transparent)]
+    Fence(#[from] FenceError),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The sink cannot take this stream.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Unknown sink name.
+    #[error("unknown sink {0:?} (want verify, null, png:DIR, vulkan[:png:DIR])")]
+    UnknownName(String),
+    /// A device (GPU, display) failed.
+    #[error("{0}")]
+    Device(String),
+}
+
+/// A consumer of frames.
+pub trait Sink {
+    /// Name for reports and the Hello (`verify`, `vulkan`, …).
+    fn name(&self) -> String;
+
+    /// What the sink can import, advertised in the consumer's Hello.
+    fn caps(&self) -> ConsumerCaps {
+        ConsumerCaps {
+            features: crate::ipc::wire::FEATURE_FENCES,
+            kinds: crate::ipc::all_kinds(),
+            formats: Vec::new(),
+            name: self.name(),
+        }
+    }
+
+    /// Called once the producer's Hello is known.
+    fn start(&mut self, _producer: &PeerInfo) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// A buffer joined the pool (import or map it here, once).
+    fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError>;
+
+    /// A buffer left the pool.
+    fn remove_buffer(&mut self, id: u32);
+
+    /// Consumes one frame.
+    fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError>;
+
+    /// Pixel bytes this sink copied to get at frames (0 when it reads them in place).
+    fn bytes_copied(&self) -> u64 {
+        0
+    }
+
+    /// Called at the end of the stream.
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// How long CPU sinks wait for an acquire fence before dropping the frame.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Waits on an acquire fence on the CPU. `Ok(false)` if it timed out (the frame is dropped).
+pub fn wait_acquire(fence: Option<SyncFile>, timeout: Duration) -> Result<bool, SinkError> {
+    match fence.map(|f| f.wait(timeout)) {
+        None | Some(Ok(())) => Ok(true),
+        Some(Err(FenceError::Timeout(t))) => {
+            log::warn!("acquire fence did not signal within {t:?}: frame dropped");
+            Ok(false)
+        }
+        Some(Err(e)) => Err(e.into()),
+    }
+}
+
+/// Builds a sink from its command-line name.
+pub fn open(spec: &str) -> Result<Box<dyn Sink>, SinkError> {
+    match spec.split_once(':').map_or((spec, ""), |(a, b)| (a, b)) {
+        ("verify", "") => Ok(Box::new(verify::VerifySink::new())),
+        ("null", "") => Ok(Box::new(null::NullSink::default())),
+        ("png", dir) if !dir.is_empty() => Ok(Box::new(png::PngSink::new(dir.into())?)),
+        _ => Err(SinkError::UnknownName(spec.to_owned())),
+    }
+}

@@ -1,0 +1,106 @@
+//! The verify sink: maps each buffer once, read-only, and compares every pixel byte of every
+//! frame with what the generator draws for that sequence number (row templates + memcmp), so
+//! "verified" means the consumer read exactly the right pixels of the right frame.
+
+use super::{wait_acquire, FrameIn, FrameOut, Sink, SinkError, ACQUIRE_TIMEOUT};
+use crate::buffer::{Access, Buffer, BufferMapping};
+use crate::format::FrameLayout;
+use crate::ipc::PeerInfo;
+use crate::source::{Pattern, Scene};
+
+/// Checks frames against the generator.
+#[derive(Default)]
+pub struct VerifySink {
+    pattern: Option<Pattern>,
+    mappings: Vec<Option<BufferMapping>>,
+    scene: Option<(FrameLayout, Scene)>,
+    mismatches: u64,
+}
+
+impl VerifySink {
+    /// A new verify sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frames that did not match.
+    pub fn mismatches(&self) -> u64 {
+        self.mismatches
+    }
+}
+
+/// The generator pattern a producer announced as `generator:PATTERN`.
+pub fn announced_pattern(producer: &PeerInfo) -> Result<Pattern, SinkError> {
+    producer
+        .name
+        .strip_prefix("generator:")
+        .ok_or_else(|| {
+            SinkError::Unsupported(format!(
+                "verify needs the generator source; the producer is {:?}",
+                producer.name
+            ))
+        })?
+        .parse()
+        .map_err(SinkError::Unsupported)
+}
+
+impl Sink for VerifySink {
+    fn name(&self) -> String {
+        "verify".into()
+    }
+
+    fn start(&mut self, producer: &PeerInfo) -> Result<(), SinkError> {
+        self.pattern = Some(announced_pattern(producer)?);
+        Ok(())
+    }
+
+    fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
+        let i = id as usize;
+        if self.mappings.len() <= i {
+            self.mappings.resize_with(i + 1, || None);
+        }
+        self.mappings[i] = Some(buffer.map(false)?);
+        Ok(())
+    }
+
+    fn remove_buffer(&mut self, id: u32) {
+        if let Some(m) = self.mappings.get_mut(id as usize) {
+            *m = None;
+        }
+    }
+
+    fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
+        if !wait_acquire(frame.acquire, ACQUIRE_TIMEOUT)? {
+            return Ok(FrameOut {
+                dropped: true,
+                ..Default::default()
+            });
+        }
+        let pattern = self
+            .pattern
+            .ok_or_else(|| SinkError::Unsupported("verify sink used before start".into()))?;
+        let layout = frame.buffer.layout();
+        let same = matches!(&self.scene, Some((l, _)) if l.fourcc == layout.fourcc && l.width == layout.width && l.height == layout.height);
+        if !same {
+            self.scene = Some((layout.clone(), Scene::new(pattern, layout)));
+        }
+        let scene = &self.scene.as_ref().unwrap().1;
+        let mapping = self.mappings[frame.id as usize]
+            .as_mut()
+            .expect("frames name only added buffers");
+        let access = mapping.access(Access::Read)?;
+        match scene.frame(frame.seq).verify(&access) {
+            Ok(()) => Ok(FrameOut {
+                verified: true,
+                ..Default::default()
+            }),
+            Err(m) => {
+                self.mismatches += 1;
+                if self.mismatches <= 5 {
+                    log::error!("verify: {m}");
+                }
+                Ok(FrameOut::default())
+            }
+        }
+    }
+}
