@@ -12,6 +12,7 @@
 
 pub mod alloc;
 pub mod buffer;
+pub mod counters;
 pub mod format;
 pub mod ipc;
 pub mod pipeline;
