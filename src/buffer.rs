@@ -286,6 +286,7 @@ impl Buffer {
                 }
             }
         }
+        crate::counters::bump(&crate::counters::BUFFERS);
         Ok(Buffer {
             kind,
             layout,
@@ -331,6 +332,7 @@ impl Buffer {
         let keep_alive = Arc::new(SysvAttachment {
             region: MappedRegion::from_sysv(ptr, info.size as usize, false),
         });
+        crate::counters::bump(&crate::counters::BUFFERS);
         Ok(Buffer {
             kind,
             layout,
@@ -404,6 +406,7 @@ impl Buffer {
                 )]
             }
         };
+        crate::counters::bump(&crate::counters::MAPPINGS);
         Ok(BufferMapping {
             buffer: self.clone(),
             regions,
