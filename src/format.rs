@@ -647,7 +647,7 @@ mod tests {
 
     #[test]
     fn nv12_layout() {
-        let l = FrameLayout::linear(Fourcc::NV12, 1920, 1080, 256).unwrap();
+        let l = FrameLayout::linear(Fourcc::NV12, 1920, 1080, 128).unwrap();
         assert_eq!(l.planes.len(), 2);
         assert_eq!(
             l.planes[0],

@@ -484,3 +484,113 @@ impl Generator {
         self.last_written.remove(&buffer_id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::{memfd::MemfdAllocator, Allocator};
+    use crate::buffer::Access;
+
+    fn patterns() -> [Pattern; 3] {
+        [
+            Pattern::Bars,
+            Pattern::MovingBox,
+            Pattern::Solid(Rgb(10, 200, 30)),
+        ]
+    }
+
+    #[test]
+    fn every_format_and_pattern_verifies_after_incremental_fills() {
+        let mut alloc = MemfdAllocator::new();
+        for fourcc in Fourcc::ALL {
+            for pattern in patterns() {
+                let layout = FrameLayout::linear(fourcc, 132, 70, 64).unwrap();
+                let buffer = alloc.allocate(&layout).unwrap();
+                let mut map = buffer.map(true).unwrap();
+                let mut gen = Generator::new(pattern, &layout);
+                for seq in [0, 1, 2, 3, 40, 41, 1000, u64::MAX / 3] {
+                    let mut a = map.access(Access::ReadWrite).unwrap();
+                    gen.fill(7, &mut a, seq);
+                    gen.scene()
+                        .frame(seq)
+                        .verify(&a)
+                        .unwrap_or_else(|m| panic!("{fourcc} {pattern:?}: {m}"));
+                    let mask = u64::MAX >> (64 - gen.scene().stamp_bits);
+                    assert_eq!(gen.scene().decode_stamp(&a), Some(seq & mask));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_fill_equals_fresh_fill() {
+        let mut alloc = MemfdAllocator::new();
+        let layout = FrameLayout::linear(Fourcc::NV12, 320, 240, 64).unwrap();
+        let (a, b) = (
+            alloc.allocate(&layout).unwrap(),
+            alloc.allocate(&layout).unwrap(),
+        );
+        let (mut ma, mut mb) = (a.map(true).unwrap(), b.map(true).unwrap());
+        let mut gen = Generator::new(Pattern::MovingBox, &layout);
+        for seq in 0..30 {
+            gen.fill(0, &mut ma.access(Access::Write).unwrap(), seq);
+        }
+        gen.fill(1, &mut mb.access(Access::Write).unwrap(), 29);
+        let (xa, xb) = (
+            ma.access(Access::Read).unwrap(),
+            mb.access(Access::Read).unwrap(),
+        );
+        for plane in 0..2 {
+            for r in 0..layout.plane_rows(plane) {
+                assert_eq!(xa.row(plane, r), xb.row(plane, r), "plane {plane} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn consecutive_frames_differ_and_stale_frames_are_named() {
+        let mut alloc = MemfdAllocator::new();
+        let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
+        let buffer = alloc.allocate(&layout).unwrap();
+        let mut map = buffer.map(true).unwrap();
+        let mut gen = Generator::new(Pattern::Bars, &layout);
+        gen.fill(0, &mut map.access(Access::Write).unwrap(), 5);
+        let a = map.access(Access::Read).unwrap();
+        let err = gen.scene().frame(6).verify(&a).unwrap_err();
+        assert_eq!(err.stamp_seq, Some(5));
+        assert!(err.to_string().contains("stamp says frame 5"), "{err}");
+    }
+
+    #[test]
+    fn corruption_is_caught_at_the_right_place() {
+        let mut alloc = MemfdAllocator::new();
+        let layout = FrameLayout::linear(Fourcc::YUYV, 64, 32, 1).unwrap();
+        let buffer = alloc.allocate(&layout).unwrap();
+        let mut map = buffer.map(true).unwrap();
+        let mut gen = Generator::new(Pattern::MovingBox, &layout);
+        let mut a = map.access(Access::ReadWrite).unwrap();
+        gen.fill(0, &mut a, 9);
+        a.row_mut(0, 20)[17] ^= 0x40;
+        let m = gen.scene().frame(9).verify(&a).unwrap_err();
+        assert_eq!((m.plane, m.row, m.byte), (0, 20, 17));
+    }
+
+    #[test]
+    fn yuv_conversion_matches_bt601_limited_range() {
+        assert_eq!(Rgb(0, 0, 0).yuv(), (16, 128, 128));
+        assert_eq!(Rgb(255, 255, 255).yuv(), (235, 128, 128));
+        let (y, u, v) = Rgb(255, 0, 0).yuv();
+        assert_eq!((y, u, v), (82, 90, 240));
+    }
+
+    #[test]
+    fn patterns_parse() {
+        assert_eq!("bars".parse::<Pattern>().unwrap(), Pattern::Bars);
+        assert_eq!("box".parse::<Pattern>().unwrap(), Pattern::MovingBox);
+        assert_eq!(
+            "solid:ff8000".parse::<Pattern>().unwrap(),
+            Pattern::Solid(Rgb(255, 128, 0))
+        );
+        assert!("plaid".parse::<Pattern>().is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! Session-level protocol checks, in one process with two threads: each end must reject a peer
+//! that breaks the rules with an error naming what was wrong, and tell the peer why (Bye).
+
+use std::thread;
+use std::time::Duration;
+
+use frameshare::alloc::{memfd::MemfdAllocator, Allocator};
+use frameshare::format::{Fourcc, FrameLayout};
+use frameshare::ipc::consumer::{Consumer, ConsumerCaps, Event};
+use frameshare::ipc::producer::{PoolPolicy, Producer, ProducerOptions};
+use frameshare::ipc::socket::Channel;
+use frameshare::ipc::wire::{self, Message, Role};
+use frameshare::ipc::{all_kinds, SessionError};
+
+fn caps() -> ConsumerCaps {
+    ConsumerCaps {
+        features: wire::FEATURE_FENCES,
+        kinds: all_kinds(),
+        formats: vec![],
+        name: "test".into(),
+    }
+}
+
+fn layout() -> FrameLayout {
+    FrameLayout::linear(Fourcc::XR24, 64, 64, 64).unwrap()
+}
+
+/// Plays a raw producer: Hello, then whatever `script` sends.
+fn raw_producer(chan: &mut Channel) {
+    let hello = Message::Hello {
+        role: Role::Producer,
+        features: 0,
+        kinds: all_kinds(),
+        formats: vec![],
+        name: "generator:bars".into(),
+    };
+    chan.send(&hello, &[]).unwrap();
+    let (msg, _) = chan.recv_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(matches!(
+        msg,
+        Message::Hello {
+            role: Role::Consumer,
+            ..
+        }
+    ));
+}
+
+fn expect_bye_containing(chan: &mut Channel, needle: &str) {
+    match chan.recv_timeout(Some(Duration::from_secs(5))).unwrap().0 {
+        Message::Bye { code, reason } => {
+            assert_eq!(code, wire::BYE_PROTOCOL_ERROR);
+            assert!(
+                reason.contains(needle),
+                "Bye reason {reason:?} should mention {needle:?}"
+            );
+        }
+        m => panic!("expected Bye, got {m:?}"),
+    }
+}
+
+#[test]
+fn frame_for_unknown_buffer_is_rejected() {
+    let (mut p, c) = Channel::pair().unwrap();
+    let consumer = thread::spawn(move || {
+        let mut c = Consumer::accept(c, &caps()).unwrap();
+        c.next_event(Some(Duration::from_secs(5)))
+    });
+    raw_producer(&mut p);
+    p.send(
+        &Message::Frame {
+            id: 9,
+            seq: 1,
+            timestamp_ns: 0,
+            flags: 0,
+        },
+        &[],
+    )
+    .unwrap();
+    let err = consumer.join().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Protocol(m) if m.contains("unknown buffer 9")),
+        "{err}"
+    );
+    expect_bye_containing(&mut p, "unknown buffer 9");
+}
+
+#[test]
+fn reusing_a_held_buffer_is_rejected_and_earlier_frames_stay_delivered() {
+    let (mut p, c) = Channel::pair().unwrap();
+    let consumer = thread::spawn(move || {
+        let mut c = Consumer::accept(c, &caps()).unwrap();
+        let mut events = Vec::new();
+        loop {
+            match c.next_event(Some(Duration::from_secs(5))) {
+                Ok(e) => events.push(e),
+                Err(e) => return (events, e),
+            }
+        }
+    });
+    raw_producer(&mut p);
+    let buffer = MemfdAllocator::new().allocate(&layout()).unwrap();
+    p.send(
+        &Message::AddBuffer {
+            id: 0,
+            kind: buffer.kind(),
+            layout: layout(),
+            sysv_id: -1,
+        },
+        &buffer.fds(),
+    )
+    .unwrap();
+    p.send(
+        &Message::Frame {
+            id: 0,
+            seq: 1,
+            timestamp_ns: 0,
+            flags: 0,
+        },
+        &[],
+    )
+    .unwrap();
+    p.send(
+        &Message::Frame {
+            id: 0,
+            seq: 2,
+            timestamp_ns: 0,
+            flags: 0,
+        },
+        &[],
+    )
+    .unwrap();
+    let (events, err) = consumer.join().unwrap();
+    assert!(matches!(events[0], Event::BufferAdded(0)));
+    assert!(
+        matches!(&events[1], Event::Frame(f) if f.seq == 1),
+        "the first frame was delivered"
+    );
+    assert!(
+        matches!(&err, SessionError::Protocol(m) if m.contains("still held for frame 1")),
+        "{err}"
+    );
+}
+
+#[test]
+fn double_release_is_rejected_by_the_producer() {
+    let (p, mut c) = Channel::pair().unwrap();
+    let producer = thread::spawn(move || {
+        let opts = ProducerOptions {
+            policy: PoolPolicy::Wait,
+            release_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let mut prod = Producer::connect(p, opts, 0).unwrap();
+        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
+            .unwrap();
+        let id = prod.acquire().unwrap().unwrap();
+        prod.submit(id, 0, None).unwrap();
+        // The buffer comes back once (fine), then the bogus second release arrives.
+        let id = prod.acquire().unwrap().unwrap();
+        prod.submit(id, 1, None).unwrap();
+        prod.drain(Duration::from_secs(5))
+    });
+    let (hello, _) = c.recv().unwrap();
+    assert!(matches!(
+        hello,
+        Message::Hello {
+            role: Role::Producer,
+            ..
+        }
+    ));
+    c.send(
+        &Message::Hello {
+            role: Role::Consumer,
+            features: 0,
+            kinds: all_kinds(),
+            formats: vec![],
+            name: "evil".into(),
+        },
+        &[],
+    )
+    .unwrap();
+    let (add, _fds) = c.recv().unwrap();
+    assert!(matches!(add, Message::AddBuffer { id: 0, .. }));
+    assert!(matches!(
+        c.recv().unwrap().0,
+        Message::Frame { id: 0, seq: 0, .. }
+    ));
+    c.send(
+        &Message::Release {
+            id: 0,
+            seq: 0,
+            flags: 0,
+        },
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(
+        c.recv().unwrap().0,
+        Message::Frame { id: 0, seq: 1, .. }
+    ));
+    c.send(
+        &Message::Release {
+            id: 0,
+            seq: 1,
+            flags: 0,
+        },
+        &[],
+    )
+    .unwrap();
+    c.send(
+        &Message::Release {
+            id: 0,
+            seq: 1,
+            flags: 0,
+        },
+        &[],
+    )
+    .unwrap();
+    let err = producer.join().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Protocol(m) if m.contains("double release")),
+        "{err}"
+    );
+    expect_bye_containing(&mut c, "double release");
+}
+
+#[test]
+fn peer_death_is_a_clean_error() {
+    let (p, c) = Channel::pair().unwrap();
+    let producer = thread::spawn(move || {
+        let mut prod = Producer::connect(p, ProducerOptions::default(), 0).unwrap();
+        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
+            .unwrap();
+        let id = prod.acquire().unwrap().unwrap();
+        prod.submit(id, 0, None).unwrap();
+        // Only one buffer and the consumer is gone: waiting for it must fail, not hang.
+        prod.acquire()
+    });
+    let mut consumer = Consumer::accept(c, &caps()).unwrap();
+    assert!(matches!(
+        consumer.next_event(None).unwrap(),
+        Event::BufferAdded(0)
+    ));
+    assert!(matches!(
+        consumer.next_event(None).unwrap(),
+        Event::Frame(_)
+    ));
+    drop(consumer);
+    let err = producer.join().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SessionError::Channel(frameshare::ipc::socket::ChannelError::PeerClosed)
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn releasing_what_is_not_held_is_a_local_error() {
+    let (mut p, c) = Channel::pair().unwrap();
+    let t = thread::spawn(move || {
+        raw_producer(&mut p);
+        p
+    });
+    let mut consumer = Consumer::accept(c, &caps()).unwrap();
+    let _p = t.join().unwrap();
+    let err = consumer.release(3, 1, None).unwrap_err();
+    assert!(matches!(err, SessionError::Usage(_)), "{err}");
+}
+
+#[test]
+fn wrong_role_in_hello_is_rejected() {
+    let (mut p, c) = Channel::pair().unwrap();
+    let t = thread::spawn(move || Consumer::accept(c, &caps()).map(|_| ()));
+    p.send(
+        &Message::Hello {
+            role: Role::Consumer,
+            features: 0,
+            kinds: 0,
+            formats: vec![],
+            name: "confused".into(),
+        },
+        &[],
+    )
+    .unwrap();
+    let err = t.join().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Protocol(m) if m.contains("expected the producer's Hello")),
+        "{err}"
+    );
+}
