@@ -89,6 +89,6 @@ pub fn stat(id: i32) -> Result<SegmentInfo, Errno> {
         size: ds.shm_segsz as u64,
         uid: ds.shm_perm.uid,
         mode: ds.shm_perm.mode as u32 & 0o777,
-        attached: ds.shm_nattch as u64,
+        attached: ds.shm_nattch,
     })
 }
