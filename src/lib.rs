@@ -11,9 +11,12 @@
 #![warn(missing_docs)]
 
 pub mod alloc;
+pub mod bench;
 pub mod buffer;
 pub mod counters;
+pub mod explain;
 pub mod format;
+pub mod inventory;
 pub mod ipc;
 pub mod pipeline;
 pub mod probe;

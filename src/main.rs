@@ -38,6 +38,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Shared frame buffers in use on this machine, per process (an `ipcs` for frames).
+    Ls {
+        /// Every process's shared buffers, not only frameshare's.
+        #[arg(long, short)]
+        all: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark: zero-copy handoff per allocator and size against a bare socket ping-pong,
+    /// consumer CPU, fps, and copying baselines (pipe, shared ring), measured side by side.
+    Bench(BenchArgs),
     /// Producer and consumer as two processes over a socketpair; prints a summary.
     Run {
         #[command(flatten)]
@@ -75,6 +87,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Would a buffer import into this machine's Vulkan device without a copy? If not, why.
+    Explain {
+        /// Pixel format (DRM fourcc: XR24, NV12, YUYV, …).
+        fourcc: String,
+        /// Frame size WIDTHxHEIGHT.
+        size: String,
+        /// Format modifier: LINEAR, or a number (0x0100000000000001).
+        #[arg(long, default_value = "LINEAR")]
+        modifier: String,
+        /// Buffer kind: auto, dma-heap, udmabuf, memfd, posix-shm, sysv-shm.
+        #[arg(long, default_value = "auto")]
+        alloc: String,
+        /// Stride alignment the allocator uses (as `run --stride-align`).
+        #[arg(long, default_value_t = 256)]
+        stride_align: u32,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -109,6 +140,12 @@ struct ProduceArgs {
     /// Stride alignment in bytes (power of two).
     #[arg(long, default_value_t = 256)]
     stride_align: u32,
+    /// Testing aid for fence handling: `sw-sync[:DELAY_MS]` attaches a sw_sync acquire fence to
+    /// every frame, sends the frame BEFORE writing its pixels, writes them DELAY_MS later and
+    /// only then signals the fence, so a consumer that ignores acquire fences fails
+    /// verification. Needs root and debugfs sync/sw_sync (the VM rig has both).
+    #[arg(long, value_name = "sw-sync[:DELAY_MS]")]
+    acquire_fence: Option<String>,
 }
 
 impl ProduceArgs {
@@ -139,6 +176,10 @@ impl ProduceArgs {
                     .policy
                     .parse::<PoolPolicy>()
                     .map_err(anyhow::Error::msg)?,
+                acquire_fence: match &self.acquire_fence {
+                    Some(m) => m.parse().map_err(anyhow::Error::msg)?,
+                    None => Default::default(),
+                },
                 ..Default::default()
             },
             progress: progress.then_some(show_progress as fn(u64, u64)),
@@ -218,6 +259,16 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Ls { all, json } => {
+            let items = frameshare::inventory::inventory(!all);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                print!("{}", frameshare::inventory::table(&items));
+            }
+            Ok(0)
+        }
+        Cmd::Bench(args) => bench(&args),
         Cmd::Run {
             produce,
             sink,
@@ -262,7 +313,41 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             Ok(if report.error.is_some() { 1 } else { 0 })
         }
+        Cmd::Explain {
+            fourcc,
+            size,
+            modifier,
+            alloc,
+            stride_align,
+            json,
+        } => explain(&fourcc, &size, &modifier, alloc, stride_align, json),
     }
+}
+
+/// `frameshare explain`: prints the verdict; exit status 0 if the import works, 1 if not.
+fn explain(
+    fourcc: &str,
+    size: &str,
+    modifier: &str,
+    alloc: String,
+    stride_align: u32,
+    json: bool,
+) -> Result<i32> {
+    let (width, height) = parse_size(size)?;
+    let verdict = frameshare::explain::explain(&frameshare::explain::Request {
+        fourcc: fourcc.parse()?,
+        width,
+        height,
+        modifier: modifier.parse()?,
+        alloc,
+        stride_align,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&verdict)?);
+    } else {
+        print!("{verdict}");
+    }
+    Ok(if verdict.works { 0 } else { 1 })
 }
 
 fn connect_retrying(path: &std::path::Path, patience: Duration) -> Result<Channel> {
@@ -398,4 +483,79 @@ fn print_consume(r: &ConsumeReport) {
     if let Some(e) = &r.error {
         println!("ended early: {e}");
     }
+}
+
+/// `frameshare bench` options.
+#[derive(Args)]
+struct BenchArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Ping-pongs per measured cell (verify batches get a third of it, fps batches as many).
+    #[arg(long, default_value_t = 300)]
+    frames: u64,
+    /// Frame sizes (XR24), comma-separated.
+    #[arg(long, default_value = "640x480,1920x1080,3840x2160")]
+    sizes: String,
+    /// Allocators, comma-separated, or `auto`: every kind this machine offers.
+    #[arg(long, default_value = "auto")]
+    allocs: String,
+    /// Rounds the measurements are interleaved in.
+    #[arg(long, default_value_t = 15)]
+    rounds: u32,
+    /// Buffers per zero-copy pool.
+    #[arg(long, default_value_t = 4)]
+    buffers: usize,
+    /// In latency batches, µs from a release to the next handoff (0: back to back).
+    #[arg(long, default_value_t = 2000)]
+    pace_us: u64,
+    /// Generator pattern: box, bars, solid[:RRGGBB] (solid rewrites only the stamp rows).
+    #[arg(long, default_value = "box")]
+    pattern: String,
+    /// Internal: be the benchmark's producer peer on this inherited control socket.
+    #[arg(long, hide = true)]
+    peer_fd: Option<i32>,
+}
+
+/// Runs `frameshare bench` (or its peer) and prints the table or JSON. Exits 1 if a frame
+/// failed verification; the figures themselves are reported, never turned into a failure.
+fn bench(args: &BenchArgs) -> Result<i32> {
+    if let Some(fd) = args.peer_fd {
+        frameshare::bench::peer(inherited_channel(fd)?.into())?;
+        return Ok(0);
+    }
+    let mut opts = frameshare::bench::BenchOptions::new(
+        std::env::current_exe().context("finding our own executable")?,
+        vec!["bench".into(), "--peer-fd".into()],
+    );
+    opts.sizes = args
+        .sizes
+        .split(',')
+        .map(|s| parse_size(s.trim()))
+        .collect::<Result<_, _>>()?;
+    opts.allocs = args
+        .allocs
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
+    opts.frames = args.frames;
+    opts.rounds = args.rounds;
+    opts.buffers = args.buffers;
+    opts.pace = Duration::from_micros(args.pace_us);
+    opts.pattern = args.pattern.parse().map_err(anyhow::Error::msg)?;
+    opts.progress = std::io::stderr().is_terminal();
+    let report = frameshare::bench::run(&opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    let bad = report
+        .consumer_cpu
+        .iter()
+        .any(|c| c.frames_verified != c.verify_frames);
+    if bad {
+        eprintln!("frameshare: some frames failed verification during the benchmark");
+    }
+    Ok(if bad { 1 } else { 0 })
 }

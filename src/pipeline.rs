@@ -69,6 +69,9 @@ pub struct ProduceReport {
     pub fence_timeouts: u64,
     /// Seconds from the first frame to the last release.
     pub elapsed_s: f64,
+    /// The last non-fatal error (a release fence that timed out), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Runs the producer end: allocates the pool, announces it, sends `frames` generated frames.
@@ -97,15 +100,12 @@ pub fn produce(chan: Channel, opts: &ProduceOptions) -> Result<ProduceReport, Pi
         let Some(id) = producer.acquire()? else {
             continue;
         };
-        {
-            let mut access = producer.write_access(id)?;
-            generator.fill(id, &mut access, seq);
-        }
-        producer.submit(id, seq, None)?;
+        producer.produce_frame(id, seq, |access| generator.fill(id, access, seq))?;
         if let Some(cb) = opts.progress {
             cb(seq + 1, opts.frames);
         }
     }
+    let last_error = producer.last_error().map(str::to_owned);
     let stats = producer.finish()?;
     Ok(ProduceReport {
         allocator: allocator.kind().name().to_owned(),
@@ -114,6 +114,7 @@ pub fn produce(chan: Channel, opts: &ProduceOptions) -> Result<ProduceReport, Pi
         frames_dropped: stats.dropped,
         fence_timeouts: stats.fence_timeouts,
         elapsed_s: start.elapsed().as_secs_f64(),
+        last_error,
     })
 }
 

@@ -40,6 +40,26 @@ pub struct VideoNode {
     pub name: String,
 }
 
+/// A V4L2 capture device (feature `v4l2`).
+#[cfg(feature = "v4l2")]
+pub type CameraInfo = crate::source::v4l2::DeviceInfo;
+
+/// A V4L2 capture device (this build has no `v4l2` feature: never filled).
+#[cfg(not(feature = "v4l2"))]
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraInfo {}
+
+fn cameras() -> Vec<CameraInfo> {
+    #[cfg(feature = "v4l2")]
+    {
+        crate::source::v4l2::devices()
+    }
+    #[cfg(not(feature = "v4l2"))]
+    {
+        Vec::new()
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
@@ -61,8 +81,14 @@ pub struct Probe {
     pub drm: Vec<DrmNode>,
     /// V4L2 nodes.
     pub video: Vec<VideoNode>,
+    /// V4L2 capture devices with their formats and sizes (feature `v4l2`; empty without it).
+    pub cameras: Vec<CameraInfo>,
+    /// KMS devices: connectors, planes and the formats each plane scans out.
+    pub kms: Vec<crate::sink::kms::KmsDeviceInfo>,
     /// Whether debugfs `sync/sw_sync` is there (test fences).
     pub sw_sync: bool,
+    /// Vulkan devices: import paths, SYNC_FD support, modifiers per fourcc.
+    pub vulkan: crate::sink::vulkan::VulkanProbe,
 }
 
 fn read_trim(p: impl AsRef<Path>) -> Option<String> {
@@ -70,10 +96,38 @@ fn read_trim(p: impl AsRef<Path>) -> Option<String> {
 }
 
 fn driver_of(sys_dir: &Path) -> String {
-    std::fs::read_link(sys_dir.join("device/driver"))
+    let dev = sys_dir.join("device");
+    let base = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    if let Some(n) = std::fs::read_link(dev.join("driver"))
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| base(&p))
+    {
+        return n;
+    }
+    // Built-in vgem/vkms are bare platform (or faux) devices without a driver link.
+    if let Some(n) =
+        read_trim(dev.join("modalias")).and_then(|m| m.strip_prefix("platform:").map(str::to_owned))
+    {
+        return n;
+    }
+    std::fs::canonicalize(&dev)
+        .ok()
+        .and_then(|p| base(&p))
         .unwrap_or_else(|| "?".into())
+}
+
+/// Whether card `name` has connectors (`cardN-CONNECTOR` entries): a modesetting device.
+fn has_connectors(name: &str) -> bool {
+    std::fs::read_dir("/sys/class/drm")
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_prefix(name)
+                    .is_some_and(|r| r.starts_with('-'))
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// DRM nodes from /sys/class/drm, with their drivers (numbers differ between machines: find
@@ -86,7 +140,11 @@ pub fn drm_nodes() -> Vec<DrmNode> {
             let kind = if name.starts_with("renderD") {
                 "render"
             } else if name.starts_with("card") && !name.contains('-') {
-                "kms"
+                if has_connectors(&name) {
+                    "kms"
+                } else {
+                    "primary (no KMS)"
+                }
             } else {
                 continue;
             };
@@ -171,7 +229,10 @@ pub fn probe() -> Probe {
         udmabuf: Path::new(alloc::udmabuf::UDMABUF_PATH).exists(),
         drm: drm_nodes(),
         video: video_nodes(),
+        cameras: cameras(),
+        kms: crate::sink::kms::outputs(),
         sw_sync: Path::new("/sys/kernel/debug/sync/sw_sync").exists(),
+        vulkan: crate::sink::vulkan::probe(),
     }
 }
 
@@ -233,6 +294,61 @@ impl std::fmt::Display for Probe {
         for v in &self.video {
             writeln!(f, "  {:<22} {}", v.path, v.name)?;
         }
+        #[cfg(feature = "v4l2")]
+        for c in &self.cameras {
+            writeln!(
+                f,
+                "camera      {} ({}, {}{})",
+                c.path,
+                c.driver,
+                c.card,
+                if c.multiplanar { ", multi-planar" } else { "" }
+            )?;
+            for (v4l2, drm, sizes) in &c.formats {
+                if let Some(drm) = drm {
+                    writeln!(f, "  {v4l2} (= {drm})  {}", sizes.join(" "))?;
+                }
+            }
+            let other: Vec<&str> = c
+                .formats
+                .iter()
+                .filter(|(_, d, _)| d.is_none())
+                .map(|(v, _, _)| v.as_str())
+                .collect();
+            if !other.is_empty() {
+                writeln!(f, "  also (not handled): {}", other.join(" "))?;
+            }
+        }
+        for k in &self.kms {
+            writeln!(f, "kms         {} ({})", k.path, k.driver)?;
+            for c in &k.connectors {
+                writeln!(
+                    f,
+                    "  connector {:<14} {}{}{}",
+                    c.name,
+                    if c.connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    },
+                    if c.writeback { ", writeback" } else { "" },
+                    c.mode
+                        .as_deref()
+                        .map(|m| format!(", {m}"))
+                        .unwrap_or_default()
+                )?;
+            }
+            for p in &k.planes {
+                writeln!(
+                    f,
+                    "  plane {:<4} {:<8} {}",
+                    p.id,
+                    p.kind,
+                    p.formats.join(" ")
+                )?;
+            }
+        }
+        write!(f, "{}", self.vulkan)?;
         Ok(())
     }
 }

@@ -267,3 +267,61 @@ fn probe_reports_shm_kinds() {
     }
     assert!(p["auto"].as_str().unwrap().starts_with("auto chose"));
 }
+
+#[test]
+fn ls_lists_the_buffers_of_a_running_pipeline() {
+    let sock = std::env::temp_dir().join(format!("frameshare-ls-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&sock);
+    let s = sock.to_str().unwrap();
+    // Paced so that the pipeline is still running while we look.
+    let mut producer = Command::new(common::bin())
+        .args([
+            "produce",
+            "--socket",
+            s,
+            "--alloc",
+            "memfd",
+            "--size",
+            "320x240",
+            "--frames",
+            "100",
+            "--fps",
+            "50",
+            "--buffers",
+            "3",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut consumer = Command::new(common::bin())
+        .args(["consume", "--socket", s, "--sink", "verify", "--json"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let found = loop {
+        let out = frameshare(&["ls", "--json"]);
+        assert!(out.status.success());
+        let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let holders = |pid: u32| {
+            items
+                .iter()
+                .filter(|h| h["pid"] == pid && h["kind"] == "memfd")
+                .count()
+        };
+        if holders(producer.id()) >= 3 && holders(consumer.id()) >= 3 {
+            break items;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "ls never showed both ends' buffers: {items:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        found.iter().all(|h| h["comm"] == "frameshare"),
+        "only frameshare processes by default"
+    );
+    assert!(consumer.wait().unwrap().success());
+    assert!(producer.wait().unwrap().success());
+}

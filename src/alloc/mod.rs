@@ -3,6 +3,9 @@
 //! chose and why.
 
 pub mod dma_heap;
+pub mod drm_dumb;
+#[cfg(feature = "gbm")]
+pub mod gbm;
 pub mod memfd;
 pub mod posix_shm;
 pub mod sysv_shm;
@@ -53,7 +56,7 @@ pub enum AllocError {
         errno: Errno,
     },
     /// Unknown allocator name.
-    #[error("unknown allocator {0:?} (want auto, dma-heap[:NAME], udmabuf, gbm, memfd, posix-shm, sysv-shm)")]
+    #[error("unknown allocator {0:?} (want auto, dma-heap[:NAME], udmabuf, drm-dumb[:DRIVER], gbm, memfd, posix-shm, sysv-shm)")]
     UnknownName(String),
     /// The layout cannot be allocated.
     #[error(transparent)]
@@ -119,6 +122,10 @@ pub fn open(name: &str) -> Result<(Box<dyn Allocator>, String), AllocError> {
         ("sysv-shm", None) => Box::new(sysv_shm::SysvShmAllocator::new()),
         ("dma-heap", heap) => Box::new(dma_heap::DmaHeapAllocator::open(heap.unwrap_or("system"))?),
         ("udmabuf", None) => Box::new(udmabuf::UdmabufAllocator::open()?),
+        ("drm-dumb", driver) => Box::new(drm_dumb::DrmDumbAllocator::open(driver)?),
+        #[cfg(feature = "gbm")]
+        ("gbm", node) => Box::new(self::gbm::GbmAllocator::open(node)?),
+        #[cfg(not(feature = "gbm"))]
         ("gbm", _) => return Err(gbm_unavailable()),
         _ => return Err(AllocError::UnknownName(name.to_owned())),
     };
@@ -126,9 +133,10 @@ pub fn open(name: &str) -> Result<(Box<dyn Allocator>, String), AllocError> {
     Ok((a, d))
 }
 
+#[cfg(not(feature = "gbm"))]
 fn gbm_unavailable() -> AllocError {
     AllocError::Unavailable {
         kind: "gbm",
-        why: "the GBM allocator is not built yet (see issue: camera to display)".into(),
+        why: "this build has no GBM support (build with --features gbm)".into(),
     }
 }

@@ -175,9 +175,15 @@ impl Consumer {
                         "Frame {seq} reuses buffer {id}, still held for frame {h}"
                     )));
                 }
+                let acquire = if flags & wire::FLAG_FENCE != 0 {
+                    match SyncFile::try_from_fd(fds.remove(0)) {
+                        Ok(f) => Some(f),
+                        Err(e) => return Err(self.fail(format!("Frame {seq}: acquire fence: {e}"))),
+                    }
+                } else {
+                    None
+                };
                 self.held[id as usize] = Some(seq);
-                let acquire =
-                    (flags & wire::FLAG_FENCE != 0).then(|| SyncFile::from_fd(fds.remove(0)));
                 Ok(Event::Frame(IncomingFrame {
                     id,
                     seq,

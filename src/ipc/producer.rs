@@ -1,6 +1,6 @@
 //! The producer end of a session: owns the buffer pool, announces each buffer once, sends
-//! frames, takes buffers back on `Release` (waiting on their release fences before writing
-//! again), and applies the pool policy when every buffer is out.
+//! frames (optionally with an acquire fence), takes buffers back on `Release` (waiting on their
+//! release fences before writing again), and applies the pool policy when every buffer is out.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use super::socket::Channel;
 use super::wire::{self, Message, Role};
 use super::{monotonic_ns, PeerInfo, SessionError};
 use crate::buffer::{Access, Buffer, BufferMapping, CpuAccess};
-use crate::sync::SyncFile;
+use crate::sync::{FenceError, SwSyncTimeline, SyncFile};
 
 /// What to do when every buffer is still with the consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,46 @@ impl std::str::FromStr for PoolPolicy {
     }
 }
 
+/// Whether and how the producer attaches acquire fences to the frames it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcquireFenceMode {
+    /// No acquire fence: the pixels are written before the frame is sent.
+    #[default]
+    None,
+    /// Testing aid (`--acquire-fence sw-sync[:DELAY_MS]`): each frame gets a fence from a sw_sync
+    /// timeline; the frame is sent *first*, the pixels are written `delay` later, then the
+    /// timeline is advanced. A consumer that reads before its acquire fence signals sees stale
+    /// pixels. Needs debugfs `sync/sw_sync` (root); `delay` must stay well under the consumer's
+    /// acquire timeout (2 s for the CPU sinks).
+    SwSyncLate {
+        /// How long to hold the fence unsignalled after sending the frame.
+        delay: Duration,
+    },
+}
+
+impl std::str::FromStr for AcquireFenceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b))) {
+            ("none", None) => Ok(AcquireFenceMode::None),
+            ("sw-sync", ms) => {
+                let ms: u64 = match ms {
+                    None => 0,
+                    Some(ms) => ms
+                        .parse()
+                        .map_err(|_| format!("bad delay {ms:?} in {s:?} (want milliseconds)"))?,
+                };
+                Ok(AcquireFenceMode::SwSyncLate {
+                    delay: Duration::from_millis(ms),
+                })
+            }
+            _ => Err(format!(
+                "unknown acquire-fence mode {s:?} (none, sw-sync[:DELAY_MS])"
+            )),
+        }
+    }
+}
+
 /// Producer settings.
 #[derive(Debug, Clone)]
 pub struct ProducerOptions {
@@ -42,6 +82,8 @@ pub struct ProducerOptions {
     pub fence_timeout: Duration,
     /// What the producer is (`generator:bars`); the verify sink reads the pattern from it.
     pub name: String,
+    /// Acquire fences on frames sent with [`Producer::produce_frame`].
+    pub acquire_fence: AcquireFenceMode,
 }
 
 impl Default for ProducerOptions {
@@ -51,6 +93,7 @@ impl Default for ProducerOptions {
             release_timeout: Duration::from_secs(10),
             fence_timeout: Duration::from_secs(2),
             name: "frameshare".into(),
+            acquire_fence: AcquireFenceMode::None,
         }
     }
 }
@@ -84,6 +127,8 @@ pub struct Producer {
     stats: ProducerStats,
     last_error: Option<String>,
     cursor: usize,
+    timeline: Option<SwSyncTimeline>,
+    fence_value: u32,
 }
 
 impl Producer {
@@ -123,6 +168,24 @@ impl Producer {
                 ))
             }
         };
+        let timeline = match opts.acquire_fence {
+            AcquireFenceMode::None => None,
+            AcquireFenceMode::SwSyncLate { .. } => {
+                if !peer.fences() || features & wire::FEATURE_FENCES == 0 {
+                    return Err(SessionError::Incompatible(format!(
+                        "acquire fences asked for, but {} fences",
+                        if peer.fences() {
+                            "this producer did not announce"
+                        } else {
+                            "the consumer does not take"
+                        }
+                    )));
+                }
+                Some(SwSyncTimeline::open().map_err(|e| {
+                    SessionError::Incompatible(format!("acquire fences (sw_sync): {e}"))
+                })?)
+            }
+        };
         Ok(Producer {
             chan,
             opts,
@@ -131,6 +194,8 @@ impl Producer {
             stats: ProducerStats::default(),
             last_error: None,
             cursor: 0,
+            timeline,
+            fence_value: 0,
         })
     }
 
@@ -212,14 +277,32 @@ impl Producer {
             if let Some(i) = free {
                 self.cursor = (i + 1) % n;
                 if let Some(fence) = &self.slots[i].release_fence {
-                    if let Err(e) = fence.wait(self.opts.fence_timeout) {
-                        // The consumer may still be reading: never write this buffer now.
-                        self.stats.dropped += 1;
-                        self.stats.fence_timeouts += 1;
-                        let msg = format!("buffer {i}: release fence: {e}; frame dropped");
-                        log::warn!("{msg}");
-                        self.last_error = Some(msg);
-                        return Ok(None);
+                    match fence.wait(self.opts.fence_timeout) {
+                        Ok(()) => {}
+                        Err(e @ FenceError::Timeout(_)) => {
+                            // The consumer may still be reading: never write this buffer now.
+                            // Keep the fence; the buffer is tried again after the others.
+                            self.stats.dropped += 1;
+                            self.stats.fence_timeouts += 1;
+                            let msg = format!(
+                                "buffer {i}: release fence: {e}; frame dropped, buffer kept back"
+                            );
+                            log::warn!("{msg}");
+                            self.last_error = Some(msg);
+                            return Ok(None);
+                        }
+                        Err(e @ FenceError::Signalled(_)) => {
+                            // Signalled, if with an error: the consumer's access has ended.
+                            log::warn!("buffer {i}: release fence: {e}; reusing the buffer");
+                        }
+                        Err(e) => {
+                            self.slots[i].release_fence = None;
+                            self.stats.dropped += 1;
+                            let msg = format!("buffer {i}: release fence: {e}; frame dropped");
+                            log::warn!("{msg}");
+                            self.last_error = Some(msg);
+                            return Ok(None);
+                        }
                     }
                     self.slots[i].release_fence = None;
                 }
@@ -276,6 +359,61 @@ impl Producer {
         Ok(())
     }
 
+    /// Fills buffer `id` with `fill` and sends it as frame `seq`, with an acquire fence as
+    /// [`ProducerOptions::acquire_fence`] says: without one the pixels are written first; with
+    /// [`AcquireFenceMode::SwSyncLate`] the frame goes out first, the pixels are written after
+    /// the delay, and only then does the fence signal.
+    pub fn produce_frame(
+        &mut self,
+        id: u32,
+        seq: u64,
+        fill: impl FnOnce(&mut CpuAccess<'_>),
+    ) -> Result<(), SessionError> {
+        let AcquireFenceMode::SwSyncLate { delay } = self.opts.acquire_fence else {
+            {
+                let mut access = self.write_access(id)?;
+                fill(&mut access);
+            }
+            return self.submit(id, seq, None);
+        };
+        let timeline = self
+            .timeline
+            .take()
+            .ok_or_else(|| SessionError::Usage("acquire fence: no sw_sync timeline".into()))?;
+        let result = self.send_then_fill(&timeline, id, seq, delay, fill);
+        self.timeline = Some(timeline);
+        result
+    }
+
+    /// The [`AcquireFenceMode::SwSyncLate`] order: fence, send, wait, write, signal.
+    fn send_then_fill(
+        &mut self,
+        timeline: &SwSyncTimeline,
+        id: u32,
+        seq: u64,
+        delay: Duration,
+        fill: impl FnOnce(&mut CpuAccess<'_>),
+    ) -> Result<(), SessionError> {
+        let fence_err = |e: FenceError| SessionError::Usage(format!("acquire fence: {e}"));
+        self.fence_value = self.fence_value.wrapping_add(1);
+        let fence = timeline.create_fence(self.fence_value).map_err(fence_err)?;
+        self.submit(id, seq, Some(fence))?;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        // The consumer holds the buffer now and waits on the fence: this write is what the
+        // fence guards.
+        let written = self.slots[id as usize]
+            .mapping
+            .access(Access::Write)
+            .map(|mut access| fill(&mut access));
+        // Signal even if the write failed, so the consumer is not left waiting; it then sees
+        // (and reports) the wrong pixels.
+        let signalled = timeline.advance(1).map_err(fence_err);
+        written?;
+        signalled
+    }
+
     /// Handles messages from the consumer for up to `timeout`; true if one was handled.
     fn pump(&mut self, timeout: Option<Duration>) -> Result<bool, SessionError> {
         let mut handled = false;
@@ -300,9 +438,20 @@ impl Producer {
                         };
                         return Err(protocol_error(&mut self.chan, what));
                     }
+                    let fence = match (flags & wire::FLAG_FENCE != 0)
+                        .then(|| SyncFile::try_from_fd(fds.remove(0)))
+                    {
+                        None => None,
+                        Some(Ok(f)) => Some(f),
+                        Some(Err(e)) => {
+                            let what =
+                                format!("Release of buffer {id} (frame {seq}): release fence: {e}");
+                            return Err(protocol_error(&mut self.chan, what));
+                        }
+                    };
+                    let slot = &mut self.slots[id as usize];
                     slot.held = None;
-                    slot.release_fence =
-                        (flags & wire::FLAG_FENCE != 0).then(|| SyncFile::from_fd(fds.remove(0)));
+                    slot.release_fence = fence;
                     self.stats.released += 1;
                     handled = true;
                 }

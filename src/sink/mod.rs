@@ -2,9 +2,11 @@
 //! generator, `null` only takes and returns buffers, `png:DIR` writes pictures; the Vulkan and
 //! KMS sinks import the buffers into a GPU or display. [`open`] builds one from its name.
 
+pub mod kms;
 pub mod null;
 pub mod png;
 pub mod verify;
+pub mod vulkan;
 
 use std::time::Duration;
 
@@ -125,6 +127,8 @@ pub fn open(spec: &str) -> Result<Box<dyn Sink>, SinkError> {
         ("verify", "") => Ok(Box::new(verify::VerifySink::new())),
         ("null", "") => Ok(Box::new(null::NullSink::default())),
         ("png", dir) if !dir.is_empty() => Ok(Box::new(png::PngSink::new(dir.into())?)),
+        ("vulkan", rest) => Ok(Box::new(vulkan::VulkanSink::open(rest)?)),
+        ("kms", rest) => Ok(Box::new(kms::KmsSink::from_spec(rest)?)),
         _ => Err(SinkError::UnknownName(spec.to_owned())),
     }
 }

@@ -1,6 +1,11 @@
-//! Synchronisation: sync_file fences ([`SyncFile`]), and (in later files) the implicit-fence
-//! bridge for dma-bufs and the sw_sync timeline used by tests.
+//! Synchronisation: sync_file fences ([`SyncFile`]: wait, merge, info), the implicit-fence
+//! bridge for dma-bufs ([`dmabuf_fence`]), and the sw_sync timeline used by tests and by the
+//! producer's fence testing aid ([`SwSyncTimeline`]).
 
+pub mod dmabuf_fence;
+pub mod sw_sync;
 pub mod sync_file;
 
-pub use sync_file::{FenceError, SyncFile};
+pub use dmabuf_fence::{export_sync_file, import_sync_file, FenceAccess};
+pub use sw_sync::SwSyncTimeline;
+pub use sync_file::{FenceError, FenceInfo, FenceStatus, SyncFile, SyncFileInfo};

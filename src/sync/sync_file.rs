@@ -1,10 +1,14 @@
-//! [`SyncFile`]: an owned sync_file fd — a fence that signals once — waited on with `poll`.
+//! [`SyncFile`]: an owned sync_file fd — a fence that signals once — waited on with `poll`,
+//! merged with `SYNC_IOC_MERGE` and inspected with `SYNC_IOC_FILE_INFO`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
+
+use crate::sys::sync_file as sys;
 
 /// Errors waiting on or handling fences.
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +16,8 @@ pub enum FenceError {
     /// The fence did not signal in time.
     #[error("fence did not signal within {0:?}")]
     Timeout(Duration),
-    /// The fence signalled with an error status.
+    /// The fence signalled with an error status (the work it guarded failed or was abandoned,
+    /// e.g. `ENOENT` when a sw_sync timeline is closed with fences pending).
     #[error("fence signalled with error: {0}")]
     Signalled(Errno),
     /// A system call failed.
@@ -23,6 +28,74 @@ pub enum FenceError {
         /// The error.
         errno: Errno,
     },
+    /// An fd that should have been a sync_file is something else (`SYNC_IOC_FILE_INFO` refused it).
+    #[error("fd is not a sync_file (SYNC_IOC_FILE_INFO: {errno})")]
+    NotSyncFile {
+        /// What the ioctl said.
+        errno: Errno,
+    },
+    /// A fence device could not be opened or used (sw_sync timeline).
+    #[error("{op} on {} failed: {errno}", path.display())]
+    Device {
+        /// What was attempted.
+        op: &'static str,
+        /// The device.
+        path: PathBuf,
+        /// The error.
+        errno: Errno,
+    },
+}
+
+impl FenceError {
+    /// Whether waiting longer could help (only a timeout is retryable).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, FenceError::Timeout(_))
+    }
+}
+
+/// The state of a fence, or of all the fences in a sync_file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceStatus {
+    /// Not signalled yet.
+    Active,
+    /// Signalled successfully.
+    Signalled,
+    /// Signalled with an error.
+    Error(Errno),
+}
+
+impl FenceStatus {
+    fn from_raw(status: i32) -> FenceStatus {
+        match status {
+            0 => FenceStatus::Active,
+            s if s > 0 => FenceStatus::Signalled,
+            s => FenceStatus::Error(Errno::from_raw_os_error(-s)),
+        }
+    }
+}
+
+/// One fence inside a sync_file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceInfo {
+    /// The timeline's name (for sw_sync, the name given when the timeline was made).
+    pub timeline: String,
+    /// The driver that made it (`sw_sync`, `drm_sched`, a GPU driver, …).
+    pub driver: String,
+    /// Its state.
+    pub status: FenceStatus,
+    /// CLOCK_MONOTONIC ns when it signalled (0 while active).
+    pub timestamp_ns: u64,
+}
+
+/// What `SYNC_IOC_FILE_INFO` says of a sync_file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncFileInfo {
+    /// The sync_file's name.
+    pub name: String,
+    /// The combined state: signalled once every fence has; an error if any failed.
+    pub status: FenceStatus,
+    /// Each fence inside (one, unless it was merged).
+    pub fences: Vec<FenceInfo>,
 }
 
 /// A sync_file: an fd that becomes readable when its fence signals.
@@ -33,12 +106,21 @@ pub struct SyncFile {
 }
 
 impl SyncFile {
-    /// Wraps an fd that is a sync_file (not checked here; `poll` on other fds behaves differently).
+    /// Wraps an fd that is a sync_file (not checked here; `poll` on other fds behaves
+    /// differently). Use [`SyncFile::try_from_fd`] for fds from a peer.
     pub fn from_fd(fd: OwnedFd) -> Self {
         SyncFile { fd }
     }
 
-    /// Waits until the fence signals, at most `timeout`.
+    /// Wraps an fd after checking with `SYNC_IOC_FILE_INFO` that it is a sync_file (for fds that
+    /// came from an untrusted peer).
+    pub fn try_from_fd(fd: OwnedFd) -> Result<Self, FenceError> {
+        sys::status(fd.as_fd()).map_err(|errno| FenceError::NotSyncFile { errno })?;
+        Ok(SyncFile { fd })
+    }
+
+    /// Waits until the fence signals, at most `timeout`. A fence that signalled with an error
+    /// status is an error ([`FenceError::Signalled`]).
     pub fn wait(&self, timeout: Duration) -> Result<(), FenceError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -51,11 +133,13 @@ impl SyncFile {
             match poll(&mut fds, Some(&ts)) {
                 Ok(0) => return Err(FenceError::Timeout(timeout)),
                 Ok(_) => {
-                    let r = fds[0].revents();
-                    if r.contains(PollFlags::ERR) {
+                    if fds[0].revents().contains(PollFlags::ERR) {
                         return Err(FenceError::Signalled(Errno::IO));
                     }
-                    return Ok(());
+                    return match self.status()? {
+                        FenceStatus::Error(e) => Err(FenceError::Signalled(e)),
+                        _ => Ok(()),
+                    };
                 }
                 Err(Errno::INTR) => continue,
                 Err(errno) => return Err(FenceError::Sys { op: "poll", errno }),
@@ -63,9 +147,68 @@ impl SyncFile {
         }
     }
 
-    /// Whether the fence has signalled, without waiting.
+    /// Whether the fence has signalled (successfully or not), without waiting.
     pub fn is_signalled(&self) -> bool {
-        self.wait(Duration::ZERO).is_ok()
+        matches!(
+            self.status(),
+            Ok(FenceStatus::Signalled | FenceStatus::Error(_))
+        )
+    }
+
+    /// The combined state of the fences inside, without waiting (one `SYNC_IOC_FILE_INFO`).
+    pub fn status(&self) -> Result<FenceStatus, FenceError> {
+        let info = sys::status(self.fd.as_fd()).map_err(|errno| match errno {
+            Errno::NOTTY => FenceError::NotSyncFile { errno },
+            errno => FenceError::Sys {
+                op: "SYNC_IOC_FILE_INFO",
+                errno,
+            },
+        })?;
+        Ok(FenceStatus::from_raw(info.status))
+    }
+
+    /// Name, state and every fence inside (`SYNC_IOC_FILE_INFO`).
+    pub fn info(&self) -> Result<SyncFileInfo, FenceError> {
+        let raw = sys::file_info(self.fd.as_fd()).map_err(|errno| FenceError::Sys {
+            op: "SYNC_IOC_FILE_INFO",
+            errno,
+        })?;
+        Ok(SyncFileInfo {
+            name: raw.name,
+            status: FenceStatus::from_raw(raw.status),
+            fences: raw
+                .fences
+                .iter()
+                .map(|f| FenceInfo {
+                    timeline: sys::name_str(&f.obj_name),
+                    driver: sys::name_str(&f.driver_name),
+                    status: FenceStatus::from_raw(f.status),
+                    timestamp_ns: f.timestamp_ns,
+                })
+                .collect(),
+        })
+    }
+
+    /// A new sync_file that signals once both `self` and `other` have (`SYNC_IOC_MERGE`);
+    /// neither input is consumed.
+    pub fn merge(&self, other: &SyncFile, name: &str) -> Result<SyncFile, FenceError> {
+        sys::merge(self.fd.as_fd(), other.fd.as_fd(), name)
+            .map(SyncFile::from_fd)
+            .map_err(|errno| FenceError::Sys {
+                op: "SYNC_IOC_MERGE",
+                errno,
+            })
+    }
+
+    /// Another handle to the same fence (`dup`).
+    pub fn try_clone(&self) -> Result<SyncFile, FenceError> {
+        self.fd
+            .try_clone()
+            .map(SyncFile::from_fd)
+            .map_err(|e| FenceError::Sys {
+                op: "dup",
+                errno: Errno::from_io_error(&e).unwrap_or(Errno::BADF),
+            })
     }
 
     /// Gives up the fd (to send it, or hand it to a driver).
@@ -77,5 +220,26 @@ impl SyncFile {
 impl AsFd for SyncFile {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipe_is_not_a_sync_file() {
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        assert!(matches!(
+            SyncFile::try_from_fd(r),
+            Err(FenceError::NotSyncFile { .. })
+        ));
+    }
+
+    #[test]
+    fn status_mapping() {
+        assert_eq!(FenceStatus::from_raw(0), FenceStatus::Active);
+        assert_eq!(FenceStatus::from_raw(1), FenceStatus::Signalled);
+        assert_eq!(FenceStatus::from_raw(-2), FenceStatus::Error(Errno::NOENT));
     }
 }

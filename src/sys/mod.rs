@@ -5,9 +5,14 @@
 
 pub mod dma_buf;
 pub mod dma_heap;
+pub mod kms;
 pub mod mem;
+pub mod sw_sync;
+pub mod sync_file;
 pub mod sysv;
 pub mod udmabuf;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 
 use std::ffi::c_void;
 use std::os::fd::{FromRawFd, OwnedFd};

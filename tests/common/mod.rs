@@ -30,7 +30,10 @@ pub fn need(path: &str) -> bool {
 
 /// Runs `frameshare ARGS`, returning its output.
 pub fn frameshare(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("running frameshare")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("running frameshare")
 }
 
 /// Runs `frameshare run ... --json` and parses the summary, asserting exit status 0.
@@ -46,10 +49,17 @@ pub fn run_json(args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON from {all:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON from {all:?}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Open fds of this process.
 pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }

@@ -1,0 +1,336 @@
+//! VM tests of the KMS sink on vkms: generator frames shown with atomic commits and captured
+//! through the writeback connector, compared pixel-exact; release fences from the out-fence of
+//! the replacing commit; IN_FENCE_FD honoured; non-dma-buf buffers refused; the two-process run
+//! with `--sink kms:vkms:verify-writeback`; GBM buffers scanned out.
+//!
+//! Run: `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/ci/vm-run cargo test --release
+//! --features gbm,v4l2 --test vm_kms`. On a host without vkms each test says "skipped".
+
+mod common;
+
+use std::time::Duration;
+
+use frameshare::alloc;
+use frameshare::buffer::{Access, Buffer};
+use frameshare::format::{Fourcc, FrameLayout};
+use frameshare::sink::kms::{writeback, DeviceSpec, KmsError, KmsOptions, KmsSink};
+use frameshare::source::{Generator, Pattern, Scene};
+use frameshare::sync::SwSyncTimeline;
+
+/// vkms's card node, found by driver (its number differs between kernels).
+fn vkms() -> bool {
+    if !common::need("/dev/dri/card1") {
+        return false;
+    }
+    let found = std::fs::read_dir("/sys/class/drm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_link(e.path().join("device"))
+                .map(|p| p.to_string_lossy().ends_with("vkms"))
+                .unwrap_or(false)
+        });
+    if !found {
+        assert!(!common::in_vm(), "no vkms device inside the VM");
+        eprintln!("skipped: needs the VM (no vkms)");
+    }
+    found
+}
+
+fn sink(verify: bool) -> KmsSink {
+    KmsSink::open(KmsOptions {
+        device: DeviceSpec::Driver("vkms".into()),
+        connector: None,
+        verify_writeback: verify,
+    })
+    .unwrap_or_else(|e| panic!("opening vkms: {e}"))
+}
+
+fn pool(alloc_name: &str, layout: &FrameLayout, n: usize) -> Vec<Buffer> {
+    let (mut a, _) = alloc::open(alloc_name).unwrap_or_else(|e| panic!("{alloc_name}: {e}"));
+    (0..n)
+        .map(|_| {
+            a.allocate(layout)
+                .unwrap_or_else(|e| panic!("{alloc_name}: {e}"))
+        })
+        .collect()
+}
+
+/// Checks a capture against the generator's frame, independently of the sink's own check.
+fn assert_capture_matches(
+    cap: &writeback::Captured,
+    scene: &Scene,
+    layout: &FrameLayout,
+    seq: u64,
+) {
+    assert!(cap.width >= layout.width && cap.height >= layout.height);
+    let (ox, oy) = (
+        (cap.width - layout.width) / 2,
+        (cap.height - layout.height) / 2,
+    );
+    let frame = scene.frame(seq);
+    for y in 0..layout.height {
+        let want = frame.row(0, y);
+        let got = cap.row(oy + y);
+        for x in 0..layout.width as usize {
+            let w = &want[4 * x..4 * x + 3];
+            let g = &got[4 * (ox as usize + x)..4 * (ox as usize + x) + 3];
+            assert_eq!(g, w, "frame {seq}: pixel ({x}, {y}) differs on screen");
+        }
+    }
+}
+
+/// Generator XR24 → KMS (vkms), writeback pixel-exact for 12 frames, on each dma-buf kind.
+fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
+    let layout = FrameLayout::linear(fourcc, 640, 480, 256).unwrap();
+    let buffers = pool(alloc_name, &layout, 3);
+    let mut kms = sink(true);
+    kms.set_pattern(Some(Pattern::MovingBox));
+    for (id, b) in buffers.iter().enumerate() {
+        kms.import(id as u32, b).unwrap();
+    }
+    let mut gen = Generator::new(Pattern::MovingBox, &layout);
+    let scene = Scene::new(Pattern::MovingBox, &layout);
+    let mut maps: Vec<_> = buffers.iter().map(|b| b.map(true).unwrap()).collect();
+    let mut free: Vec<(u32, Option<frameshare::sync::SyncFile>)> =
+        (0..buffers.len() as u32).map(|i| (i, None)).collect();
+    let mut on_screen: Option<u32> = None;
+    for seq in 0..frames {
+        let (id, fence) = free.remove(0);
+        if let Some(f) = fence {
+            f.wait(Duration::from_secs(3))
+                .expect("release fence signals");
+        }
+        assert_ne!(Some(id), on_screen, "never write the buffer on screen");
+        gen.fill(
+            id,
+            &mut maps[id as usize].access(Access::Write).unwrap(),
+            seq,
+        );
+        let (presented, cap) = writeback::capture(&mut kms, id, seq, None)
+            .unwrap_or_else(|e| panic!("{alloc_name} frame {seq}: {e}"));
+        assert_eq!(presented.verified, Some(true), "{alloc_name} frame {seq}");
+        if fourcc == Fourcc::XR24 || fourcc == Fourcc::AR24 {
+            assert_capture_matches(&cap, &scene, &layout, seq);
+        }
+        match (presented.released, on_screen) {
+            (None, None) => {}
+            (Some(r), Some(prev)) => {
+                assert_eq!(r.id, prev, "the replaced frame comes back");
+                assert_eq!(r.seq, seq - 1);
+                assert!(
+                    r.fence.is_some(),
+                    "with the out-fence of the replacing commit"
+                );
+                free.push((r.id, r.fence));
+            }
+            (r, prev) => panic!("released {r:?} with {prev:?} on screen"),
+        }
+        on_screen = Some(id);
+    }
+    assert_eq!(
+        kms.mode_size(),
+        Some((640, 480)),
+        "a mode of the frame size"
+    );
+    let back = kms.release_all().unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].id, on_screen.unwrap());
+    let st = kms.stats();
+    assert_eq!(st.verified, frames);
+    assert_eq!(st.mismatches, 0);
+    assert_eq!(st.imports, 3, "one import per buffer");
+    eprintln!(
+        "{alloc_name} {fourcc}: {frames} frames verified by writeback; flip intervals (µs) {:?}",
+        &st.flip_intervals_us[..st.flip_intervals_us.len().min(8)]
+    );
+}
+
+#[test]
+fn dma_heap_xr24_writeback_pixel_exact() {
+    if vkms() {
+        generator_to_writeback("dma-heap", Fourcc::XR24, 12);
+    }
+}
+
+#[test]
+fn udmabuf_xr24_writeback_pixel_exact() {
+    if vkms() {
+        generator_to_writeback("udmabuf", Fourcc::XR24, 6);
+    }
+}
+
+#[test]
+fn drm_dumb_ar24_writeback_pixel_exact() {
+    if vkms() {
+        generator_to_writeback("drm-dumb:vkms", Fourcc::AR24, 6);
+    }
+}
+
+#[cfg(feature = "gbm")]
+#[test]
+fn gbm_buffers_scan_out_pixel_exact() {
+    if vkms() {
+        generator_to_writeback("gbm", Fourcc::XR24, 6);
+    }
+}
+
+#[test]
+fn a_wrong_frame_is_caught_by_writeback() {
+    if !vkms() {
+        return;
+    }
+    let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
+    let buffers = pool("dma-heap", &layout, 1);
+    let mut kms = sink(true);
+    kms.set_pattern(Some(Pattern::Bars));
+    kms.import(0, &buffers[0]).unwrap();
+    let mut gen = Generator::new(Pattern::Bars, &layout);
+    let mut map = buffers[0].map(true).unwrap();
+    gen.fill(0, &mut map.access(Access::Write).unwrap(), 5);
+    // Announce it as frame 6: the stamp differs, so the capture must not verify.
+    let p = kms.present(0, 6, None).unwrap();
+    assert_eq!(p.verified, Some(false));
+    assert_eq!(kms.stats().mismatches, 1);
+}
+
+#[test]
+fn in_fence_holds_the_flip_until_it_signals() {
+    if !vkms() || !common::need("/sys/kernel/debug/sync/sw_sync") {
+        return;
+    }
+    let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
+    let buffers = pool("dma-heap", &layout, 2);
+    let mut kms = sink(false);
+    for (id, b) in buffers.iter().enumerate() {
+        kms.import(id as u32, b).unwrap();
+    }
+    kms.present(0, 0, None).unwrap();
+    kms.wait_flip(Duration::from_secs(3)).unwrap();
+    let timeline = SwSyncTimeline::open().unwrap();
+    let fence = timeline.create_fence(1).unwrap();
+    let p = kms.present(1, 1, Some(fence)).unwrap();
+    assert_eq!(kms.stats().in_fences, 1);
+    let release = p
+        .released
+        .expect("frame 0 comes back")
+        .fence
+        .expect("fence");
+    // The display waits for the acquire fence: no flip, and frame 0 stays on screen.
+    match kms.wait_flip(Duration::from_millis(300)) {
+        Err(KmsError::Timeout { note, .. }) => {
+            assert!(note.unwrap_or_default().contains("acquire fence"))
+        }
+        other => panic!("flip completed before its IN_FENCE_FD signalled: {other:?}"),
+    }
+    assert!(
+        !release.is_signalled(),
+        "frame 0 released while still on screen"
+    );
+    timeline.advance(1).unwrap();
+    kms.wait_flip(Duration::from_secs(3)).unwrap();
+    release.wait(Duration::from_secs(3)).unwrap();
+}
+
+#[test]
+fn non_dma_buf_buffers_are_refused_clearly() {
+    if !vkms() {
+        return;
+    }
+    let layout = FrameLayout::linear(Fourcc::XR24, 64, 64, 64).unwrap();
+    let b = pool("memfd", &layout, 1).remove(0);
+    let mut kms = sink(false);
+    let e = kms.import(0, &b).unwrap_err().to_string();
+    assert!(e.contains("KMS needs dma-buf buffers"), "{e}");
+    assert!(e.contains("memfd"), "{e}");
+}
+
+#[test]
+fn two_process_run_with_writeback_verification() {
+    if !vkms() {
+        return;
+    }
+    let v = common::run_json(&[
+        "--alloc",
+        "dma-heap",
+        "--sink",
+        "kms:vkms:verify-writeback",
+        "--size",
+        "640x480",
+        "--frames",
+        "30",
+    ]);
+    assert_eq!(v["frames_delivered"], 30, "{v}");
+    assert_eq!(v["frames_verified"], 30, "{v}");
+    assert_eq!(v["bytes_copied"], 0, "{v}");
+}
+
+#[test]
+fn kms_sink_lists_what_the_plane_scans_out() {
+    if !vkms() {
+        return;
+    }
+    let kms = sink(false);
+    assert_eq!(kms.driver(), "vkms");
+    assert!(!kms.connector_name().starts_with("Writeback"));
+    let formats: Vec<String> = kms
+        .formats()
+        .iter()
+        .map(|f| format!("{}/{}", f.fourcc, f.modifier))
+        .collect();
+    eprintln!("vkms primary plane: {}", formats.join(" "));
+    assert!(formats.iter().any(|f| f == "XR24/LINEAR"), "{formats:?}");
+}
+
+/// Where GBM works in the VM, and how (printed for the report); it must work on vkms's card
+/// node, with per-plane fds, strides and a LINEAR modifier, and map for writing.
+#[cfg(feature = "gbm")]
+#[test]
+fn gbm_allocator_on_each_node() {
+    use frameshare::alloc::gbm::GbmAllocator;
+    use frameshare::alloc::Allocator;
+    if !vkms() {
+        return;
+    }
+    let mut nodes: Vec<String> = std::fs::read_dir("/dev/dri")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .collect();
+    nodes.sort();
+    for spec in nodes.iter().map(String::as_str).chain(["vkms", "vgem"]) {
+        match GbmAllocator::open(Some(spec)) {
+            Ok(mut a) => {
+                let mut made = Vec::new();
+                for (f, w, h) in [
+                    (Fourcc::XR24, 640, 480),
+                    (Fourcc::YUYV, 640, 480),
+                    (Fourcc::NV12, 640, 480),
+                ] {
+                    let l = FrameLayout::linear(f, w, h, 64).unwrap();
+                    match a.allocate(&l) {
+                        Ok(b) => made.push(format!(
+                            "{f}: {:?} via {:?}, {} fd(s), modifier {}",
+                            b.layout().planes,
+                            a.last_create_path().unwrap(),
+                            b.fds().len(),
+                            b.layout().modifier
+                        )),
+                        Err(e) => made.push(format!("{f}: {e}")),
+                    }
+                }
+                eprintln!("gbm {spec}: {} — {}", a.describe(), made.join("; "));
+            }
+            Err(e) => eprintln!("gbm {spec}: {e}"),
+        }
+    }
+    let (mut a, _) = alloc::open("gbm:vkms").expect("GBM works on vkms's card node");
+    let l = FrameLayout::linear(Fourcc::XR24, 320, 240, 64).unwrap();
+    let b = a.allocate(&l).unwrap();
+    assert_eq!(b.kind(), frameshare::BufferKind::Gbm);
+    assert_eq!(b.layout().modifier, frameshare::Modifier::LINEAR);
+    assert!(b.layout().planes[0].stride >= 320 * 4);
+    let mut m = b.map(true).expect("GBM dma-bufs map for writing");
+    m.access(Access::Write).unwrap().row_mut(0, 0)[0] = 7;
+}
