@@ -536,3 +536,34 @@ impl Drop for CpuAccess<'_> {
         }
     }
 }
+
+/// CPU mappings of a pool's buffers by buffer id, made once per buffer (sinks that read frames on
+/// the CPU keep one of these).
+#[derive(Debug, Default)]
+pub struct Mappings {
+    by_id: Vec<Option<BufferMapping>>,
+}
+
+impl Mappings {
+    /// Maps `buffer` (read-only unless `writable`) as id `id`, replacing any earlier one.
+    pub fn insert(&mut self, id: u32, buffer: &Buffer, writable: bool) -> Result<(), BufferError> {
+        let i = id as usize;
+        if self.by_id.len() <= i {
+            self.by_id.resize_with(i + 1, || None);
+        }
+        self.by_id[i] = Some(buffer.map(writable)?);
+        Ok(())
+    }
+
+    /// Unmaps id `id`.
+    pub fn remove(&mut self, id: u32) {
+        if let Some(m) = self.by_id.get_mut(id as usize) {
+            *m = None;
+        }
+    }
+
+    /// The mapping of id `id`, if added.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut BufferMapping> {
+        self.by_id.get_mut(id as usize)?.as_mut()
+    }
+}

@@ -144,6 +144,7 @@ fn reusing_a_held_buffer_is_rejected_and_earlier_frames_stay_delivered() {
 #[test]
 fn double_release_is_rejected_by_the_producer() {
     let (p, mut c) = Channel::pair().unwrap();
+    let (both_sent, wait_for_both) = std::sync::mpsc::channel::<()>();
     let producer = thread::spawn(move || {
         let opts = ProducerOptions {
             policy: PoolPolicy::Wait,
@@ -155,9 +156,8 @@ fn double_release_is_rejected_by_the_producer() {
             .unwrap();
         let id = prod.acquire().unwrap().unwrap();
         prod.submit(id, 0, None).unwrap();
-        // The buffer comes back once (fine), then the bogus second release arrives.
-        let id = prod.acquire().unwrap().unwrap();
-        prod.submit(id, 1, None).unwrap();
+        // Read only once both releases are queued: the first is fine, the second is not.
+        wait_for_both.recv().unwrap();
         prod.drain(Duration::from_secs(5))
     });
     let (hello, _) = c.recv().unwrap();
@@ -168,54 +168,28 @@ fn double_release_is_rejected_by_the_producer() {
             ..
         }
     ));
-    c.send(
-        &Message::Hello {
-            role: Role::Consumer,
-            features: 0,
-            kinds: all_kinds(),
-            formats: vec![],
-            name: "evil".into(),
-        },
-        &[],
-    )
-    .unwrap();
+    let consumer_hello = Message::Hello {
+        role: Role::Consumer,
+        features: 0,
+        kinds: all_kinds(),
+        formats: vec![],
+        name: "evil".into(),
+    };
+    c.send(&consumer_hello, &[]).unwrap();
     let (add, _fds) = c.recv().unwrap();
     assert!(matches!(add, Message::AddBuffer { id: 0, .. }));
     assert!(matches!(
         c.recv().unwrap().0,
         Message::Frame { id: 0, seq: 0, .. }
     ));
-    c.send(
-        &Message::Release {
-            id: 0,
-            seq: 0,
-            flags: 0,
-        },
-        &[],
-    )
-    .unwrap();
-    assert!(matches!(
-        c.recv().unwrap().0,
-        Message::Frame { id: 0, seq: 1, .. }
-    ));
-    c.send(
-        &Message::Release {
-            id: 0,
-            seq: 1,
-            flags: 0,
-        },
-        &[],
-    )
-    .unwrap();
-    c.send(
-        &Message::Release {
-            id: 0,
-            seq: 1,
-            flags: 0,
-        },
-        &[],
-    )
-    .unwrap();
+    let release = Message::Release {
+        id: 0,
+        seq: 0,
+        flags: 0,
+    };
+    c.send(&release, &[]).unwrap();
+    c.send(&release, &[]).unwrap();
+    both_sent.send(()).unwrap();
     let err = producer.join().unwrap().unwrap_err();
     assert!(
         matches!(&err, SessionError::Protocol(m) if m.contains("double release")),

@@ -48,6 +48,25 @@ pub enum ChannelError {
     },
 }
 
+/// Maps an errno to a `Sys` error naming `op` and the socket path.
+fn path_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(Errno) -> ChannelError + 'a {
+    move |errno| ChannelError::Sys {
+        op,
+        path: Some(path.to_owned()),
+        errno,
+    }
+}
+
+/// A new unbound, unconnected SEQPACKET unix socket.
+fn seqpacket_socket() -> Result<OwnedFd, Errno> {
+    rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+}
+
 fn sys(op: &'static str) -> impl FnOnce(Errno) -> ChannelError {
     move |errno| ChannelError::Sys {
         op,
@@ -86,20 +105,8 @@ impl Channel {
 
     /// Connects to a listening socket at `path`.
     pub fn connect(path: &Path) -> Result<Channel, ChannelError> {
-        let err = |op| {
-            move |errno| ChannelError::Sys {
-                op,
-                path: Some(path.to_owned()),
-                errno,
-            }
-        };
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(err("socket"))?;
+        let err = |op| path_err(path, op);
+        let fd = seqpacket_socket().map_err(err("socket"))?;
         let addr = SocketAddrUnix::new(path).map_err(err("socket address"))?;
         rustix::net::connect(&fd, &addr).map_err(err("connect"))?;
         Ok(Channel::from_fd(fd))
@@ -187,6 +194,7 @@ impl Channel {
         self.buf.resize(MAX_MESSAGE, 0);
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut reset = false;
         let got = loop {
             match rustix::net::recvmsg(
                 &self.fd,
@@ -196,6 +204,10 @@ impl Channel {
             ) {
                 Ok(r) => break r,
                 Err(Errno::INTR) => continue,
+                // A peer that closes with our messages unread resets the connection, but what
+                // it sent before (a Bye with its reason, say) is still queued: the error is
+                // reported once, so read on.
+                Err(Errno::CONNRESET) if !reset => reset = true,
                 Err(Errno::CONNRESET) => return Err(ChannelError::PeerClosed),
                 Err(errno) => {
                     return Err(ChannelError::Sys {
@@ -266,20 +278,8 @@ pub struct Listener {
 impl Listener {
     /// Binds and listens at `path` (which must not exist), readable and writable by this user only.
     pub fn bind(path: &Path) -> Result<Listener, ChannelError> {
-        let err = |op| {
-            move |errno| ChannelError::Sys {
-                op,
-                path: Some(path.to_owned()),
-                errno,
-            }
-        };
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(err("socket"))?;
+        let err = |op| path_err(path, op);
+        let fd = seqpacket_socket().map_err(err("socket"))?;
         // The socket inode's mode becomes the path's mode at bind: no window with looser bits.
         rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o600)).map_err(err("fchmod"))?;
         let addr = SocketAddrUnix::new(path).map_err(err("socket address"))?;

@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 
 use super::{wait_acquire, FrameIn, FrameOut, Sink, SinkError, ACQUIRE_TIMEOUT};
-use crate::buffer::{Access, Buffer, BufferMapping, CpuAccess};
+use crate::buffer::{Access, Buffer, CpuAccess, Mappings};
 use crate::format::Fourcc;
 
 /// Writes frames as PNG files.
 pub struct PngSink {
     dir: PathBuf,
-    mappings: Vec<Option<BufferMapping>>,
+    mappings: Mappings,
     written: u64,
 }
 
@@ -23,7 +23,7 @@ impl PngSink {
         })?;
         Ok(PngSink {
             dir,
-            mappings: Vec::new(),
+            mappings: Mappings::default(),
             written: 0,
         })
     }
@@ -105,18 +105,11 @@ impl Sink for PngSink {
     }
 
     fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
-        let i = id as usize;
-        if self.mappings.len() <= i {
-            self.mappings.resize_with(i + 1, || None);
-        }
-        self.mappings[i] = Some(buffer.map(false)?);
-        Ok(())
+        Ok(self.mappings.insert(id, buffer, false)?)
     }
 
     fn remove_buffer(&mut self, id: u32) {
-        if let Some(m) = self.mappings.get_mut(id as usize) {
-            *m = None;
-        }
+        self.mappings.remove(id);
     }
 
     fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
@@ -126,8 +119,9 @@ impl Sink for PngSink {
                 ..Default::default()
             });
         }
-        let mapping = self.mappings[frame.id as usize]
-            .as_mut()
+        let mapping = self
+            .mappings
+            .get_mut(frame.id)
             .expect("frames name only added buffers");
         let l = frame.buffer.layout().clone();
         let rgba = {

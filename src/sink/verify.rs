@@ -3,7 +3,7 @@
 //! "verified" means the consumer read exactly the right pixels of the right frame.
 
 use super::{wait_acquire, FrameIn, FrameOut, Sink, SinkError, ACQUIRE_TIMEOUT};
-use crate::buffer::{Access, Buffer, BufferMapping};
+use crate::buffer::{Access, Buffer, Mappings};
 use crate::format::FrameLayout;
 use crate::ipc::PeerInfo;
 use crate::source::{Pattern, Scene};
@@ -12,7 +12,7 @@ use crate::source::{Pattern, Scene};
 #[derive(Default)]
 pub struct VerifySink {
     pattern: Option<Pattern>,
-    mappings: Vec<Option<BufferMapping>>,
+    mappings: Mappings,
     scene: Option<(FrameLayout, Scene)>,
     mismatches: u64,
 }
@@ -55,18 +55,11 @@ impl Sink for VerifySink {
     }
 
     fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
-        let i = id as usize;
-        if self.mappings.len() <= i {
-            self.mappings.resize_with(i + 1, || None);
-        }
-        self.mappings[i] = Some(buffer.map(false)?);
-        Ok(())
+        Ok(self.mappings.insert(id, buffer, false)?)
     }
 
     fn remove_buffer(&mut self, id: u32) {
-        if let Some(m) = self.mappings.get_mut(id as usize) {
-            *m = None;
-        }
+        self.mappings.remove(id);
     }
 
     fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
@@ -85,8 +78,9 @@ impl Sink for VerifySink {
             self.scene = Some((layout.clone(), Scene::new(pattern, layout)));
         }
         let scene = &self.scene.as_ref().unwrap().1;
-        let mapping = self.mappings[frame.id as usize]
-            .as_mut()
+        let mapping = self
+            .mappings
+            .get_mut(frame.id)
             .expect("frames name only added buffers");
         let access = mapping.access(Access::Read)?;
         match scene.frame(frame.seq).verify(&access) {
