@@ -433,12 +433,39 @@ pub struct VulkanFigures {
     pub import_us_per_frame: f64,
     /// Per frame, staging copy, µs.
     pub staging_us_per_frame: f64,
-    /// Import over staging.
+    /// Staging time over import time (above 1: importing is faster).
     pub ratio: f64,
 }
 
+/// The [`VulkanHook`] the CLI installs with `--vulkan`: the Vulkan sink's import-vs-staging
+/// measurement (`sink::vulkan::bench`) for XR24 at the first size, on the best allocator here
+/// (a dma-buf where there is one, else memfd), the same frames through both paths in one run.
+pub fn vulkan_import_vs_staging(
+    sizes: &[(u32, u32)],
+    frames: u64,
+) -> Result<VulkanFigures, String> {
+    let (w, h) = *sizes.first().ok_or("no frame size")?;
+    let (alloc, _) = alloc::open("auto").map_err(|e| e.to_string())?;
+    let r = crate::sink::vulkan::bench::import_vs_staging(
+        alloc.kind().name(),
+        crate::format::Fourcc::XR24,
+        w,
+        h,
+        frames.clamp(10, 120),
+    )
+    .map_err(|e| format!("not measured: {e}"))?;
+    Ok(VulkanFigures {
+        device: format!("{} via {:?} from {}", r.device, r.import_path, r.alloc),
+        size: format!("{w}x{h}"),
+        import_us_per_frame: r.import_us,
+        staging_us_per_frame: r.staging_us,
+        ratio: r.ratio,
+    })
+}
+
 /// The note when no Vulkan measurement was wired in.
-pub const VULKAN_NOT_MEASURED: &str = "not measured: the Vulkan import-vs-staging measurement does not exist yet (hook: bench::BenchOptions::vulkan)";
+pub const VULKAN_NOT_MEASURED: &str =
+    "not measured (pass --vulkan to measure import vs staging upload)";
 
 // ------------------------------------------------------------------------------------------------
 // Control protocol between the driver and the peer.
