@@ -110,7 +110,10 @@ enum Cmd {
 
 #[derive(Args, Clone)]
 struct ProduceArgs {
-    /// Frame source: `generator` or `generator:PATTERN` (bars, box, solid[:RRGGBB]).
+    /// Frame source: `generator` or `generator:PATTERN` (bars, box, solid[:RRGGBB]); with the
+    /// v4l2 feature also `v4l2[:/dev/videoN][:export|import|copy][:fps=N]` (a camera; the
+    /// first capture device unless named; its format is negotiated with the sink unless
+    /// `--format` is given, its size is the camera's unless `--size` is).
     #[arg(long, default_value = "generator")]
     source: String,
     /// Pattern for the generator (overridden by `--source generator:PATTERN`).
@@ -119,12 +122,12 @@ struct ProduceArgs {
     /// Buffer kind: auto, dma-heap[:NAME], udmabuf, gbm, memfd, posix-shm, sysv-shm.
     #[arg(long, default_value = "auto")]
     alloc: String,
-    /// Pixel format (DRM fourcc).
-    #[arg(long, default_value = "XR24")]
-    format: String,
-    /// Frame size WIDTHxHEIGHT.
-    #[arg(long, default_value = "1920x1080")]
-    size: String,
+    /// Pixel format (DRM fourcc) [default for the generator: XR24].
+    #[arg(long)]
+    format: Option<String>,
+    /// Frame size WIDTHxHEIGHT [default for the generator: 1920x1080].
+    #[arg(long)]
+    size: Option<String>,
     /// Frames to send.
     #[arg(long, default_value_t = 300)]
     frames: u64,
@@ -148,19 +151,59 @@ struct ProduceArgs {
     acquire_fence: Option<String>,
 }
 
+/// What fills the frames.
+enum Source {
+    Generator,
+    #[cfg(feature = "v4l2")]
+    V4l2(frameshare::source::v4l2::V4l2Config),
+}
+
 impl ProduceArgs {
+    /// The source `--source` names (with `--format`/`--size` applied to a camera).
+    fn source(&self) -> Result<Source> {
+        let (name, rest) = self
+            .source
+            .split_once(':')
+            .unwrap_or((self.source.as_str(), ""));
+        match name {
+            "generator" => Ok(Source::Generator),
+            #[cfg(feature = "v4l2")]
+            "v4l2" => {
+                let mut cfg = frameshare::source::v4l2::V4l2Config::parse(rest)
+                    .map_err(anyhow::Error::msg)?;
+                if let Some(f) = &self.format {
+                    cfg.fourcc = Some(f.parse()?);
+                }
+                if let Some(s) = &self.size {
+                    cfg.size = Some(parse_size(s)?);
+                }
+                Ok(Source::V4l2(cfg))
+            }
+            #[cfg(not(feature = "v4l2"))]
+            "v4l2" => {
+                let _ = rest;
+                bail!("--source v4l2 needs a build with the v4l2 feature")
+            }
+            _ => bail!(
+                "unknown source {:?} (want generator[:PATTERN]{})",
+                self.source,
+                if cfg!(feature = "v4l2") {
+                    ", v4l2[:/dev/videoN]"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+
     fn options(&self, progress: bool) -> Result<ProduceOptions> {
         let pattern = match self.source.split_once(':') {
             Some(("generator", p)) => p.to_owned(),
-            None if self.source == "generator" => self.pattern.clone(),
-            _ => bail!(
-                "unknown source {:?} (this build has: generator[:PATTERN])",
-                self.source
-            ),
+            _ => self.pattern.clone(),
         };
         let pattern: Pattern = pattern.parse().map_err(anyhow::Error::msg)?;
-        let fourcc: Fourcc = self.format.parse()?;
-        let (w, h) = parse_size(&self.size)?;
+        let fourcc: Fourcc = self.format.as_deref().unwrap_or("XR24").parse()?;
+        let (w, h) = parse_size(self.size.as_deref().unwrap_or("1920x1080"))?;
         if self.buffers == 0 {
             bail!("--buffers must be at least 1");
         }
@@ -280,12 +323,13 @@ fn real_main(cli: Cli) -> Result<i32> {
             json,
         } => {
             let opts = produce.options(!json && std::io::stderr().is_terminal())?;
+            produce.source()?;
             let listener = Listener::bind(&socket)
                 .with_context(|| format!("listening on {}", socket.display()))?;
             eprintln!("frameshare: waiting for a consumer on {}", socket.display());
             let chan = listener.accept(None)?;
             drop(listener); // one consumer; the path goes away now
-            let report = pipeline::produce(chan, &opts)?;
+            let report = self::produce(chan, &produce, &opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -388,10 +432,26 @@ fn unsafe_free_borrow(fd: i32) -> Result<std::os::fd::BorrowedFd<'static>> {
     Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
 }
 
+/// Runs the producer end with the source `args` names.
+fn produce(
+    chan: Channel,
+    args: &ProduceArgs,
+    opts: &ProduceOptions,
+) -> Result<ProduceReport, pipeline::PipelineError> {
+    match args.source().map_err(|e| {
+        pipeline::PipelineError::Session(frameshare::ipc::SessionError::Usage(e.to_string()))
+    })? {
+        Source::Generator => pipeline::produce(chan, opts),
+        #[cfg(feature = "v4l2")]
+        Source::V4l2(cfg) => pipeline::produce_v4l2(chan, opts, &cfg),
+    }
+}
+
 /// Two processes: this one produces; a child `frameshare consume --fd N` consumes and reports
 /// back as JSON on its stdout.
 fn run(args: &ProduceArgs, sink: &str, json: bool) -> Result<i32> {
     let opts = args.options(!json && std::io::stderr().is_terminal())?;
+    args.source()?; // fail fast on a bad source, before forking
     frameshare::sink::open(sink)?; // fail fast on a bad sink name, before forking
     let (ours, theirs) = Channel::pair()?;
     let theirs: OwnedFd = theirs.into();
@@ -411,7 +471,7 @@ fn run(args: &ProduceArgs, sink: &str, json: bool) -> Result<i32> {
         .spawn()
         .context("starting the consumer process")?;
     drop(theirs);
-    let produced = pipeline::produce(ours, &opts);
+    let produced = produce(ours, args, &opts);
     let out = child
         .wait_with_output()
         .context("waiting for the consumer")?;
@@ -440,7 +500,8 @@ fn run(args: &ProduceArgs, sink: &str, json: bool) -> Result<i32> {
         eprintln!("frameshare: consumer error: {e}");
         code = 1;
     }
-    if sink == "verify" && summary.frames_verified != summary.frames_delivered {
+    let verifying = sink == "verify" || consumed.sink == "kms:verify-writeback";
+    if verifying && summary.frames_verified != summary.frames_delivered {
         eprintln!(
             "frameshare: {} of {} delivered frames failed verification",
             summary.frames_delivered - summary.frames_verified,
@@ -491,6 +552,9 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also measure Vulkan import vs a staging-copy upload (first size, XR24).
+    #[arg(long)]
+    vulkan: bool,
     /// Ping-pongs per measured cell (verify batches get a third of it, fps batches as many).
     #[arg(long, default_value_t = 300)]
     frames: u64,
@@ -544,6 +608,9 @@ fn bench(args: &BenchArgs) -> Result<i32> {
     opts.pace = Duration::from_micros(args.pace_us);
     opts.pattern = args.pattern.parse().map_err(anyhow::Error::msg)?;
     opts.progress = std::io::stderr().is_terminal();
+    if args.vulkan {
+        opts.vulkan = Some(frameshare::bench::vulkan_import_vs_staging);
+    }
     let report = frameshare::bench::run(&opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

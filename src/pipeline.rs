@@ -11,9 +11,9 @@ use crate::alloc::{self, AllocError};
 use crate::format::{FormatError, FrameLayout};
 use crate::ipc::consumer::{Consumer, Event};
 use crate::ipc::producer::{Producer, ProducerOptions};
-use crate::ipc::socket::Channel;
+use crate::ipc::socket::{Channel, ChannelError};
 use crate::ipc::{wire, SessionError};
-use crate::sink::{FrameIn, Sink, SinkError};
+use crate::sink::{FrameIn, Sink, SinkError, IDLE_TIMEOUT};
 use crate::source::{Generator, Pattern};
 
 /// Errors that stop a pipeline end.
@@ -31,6 +31,13 @@ pub enum PipelineError {
     /// The sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The camera failed.
+    #[cfg(feature = "v4l2")]
+    #[error(transparent)]
+    V4l2(#[from] crate::source::v4l2::V4l2Error),
+    /// No format both ends take, and no conversion to bridge them.
+    #[error("no path from source to sink: {0}")]
+    NoPath(String),
 }
 
 /// What the producer makes.
@@ -69,6 +76,9 @@ pub struct ProduceReport {
     pub fence_timeouts: u64,
     /// Seconds from the first frame to the last release.
     pub elapsed_s: f64,
+    /// Pixel bytes the source copied to fill the buffers (camera copy mode; else 0).
+    #[serde(default)]
+    pub bytes_copied: u64,
     /// The last non-fatal error (a release fence that timed out), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -114,8 +124,222 @@ pub fn produce(chan: Channel, opts: &ProduceOptions) -> Result<ProduceReport, Pi
         frames_dropped: stats.dropped,
         fence_timeouts: stats.fence_timeouts,
         elapsed_s: start.elapsed().as_secs_f64(),
+        bytes_copied: 0,
         last_error,
     })
+}
+
+/// How long the camera producer waits for one frame before the camera counts as stalled.
+#[cfg(feature = "v4l2")]
+const CAMERA_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The format the camera should deliver: `wanted` if given, else the first the camera offers
+/// (in its own order, opaque formats before ones with alpha) that the consumer takes; `None` leaves the choice to the camera source
+/// (the consumer listed no formats). An error says exactly why no path exists.
+#[cfg(feature = "v4l2")]
+pub fn negotiate_camera_format(
+    camera: &str,
+    offered: &[crate::format::Fourcc],
+    wanted: Option<crate::format::Fourcc>,
+    consumer: &crate::ipc::PeerInfo,
+) -> Result<Option<crate::format::Fourcc>, PipelineError> {
+    let takes: Vec<crate::format::Fourcc> = consumer.formats.iter().map(|f| f.fourcc).collect();
+    let names = |v: &[crate::format::Fourcc]| {
+        let mut n: Vec<String> = v.iter().map(|f| f.to_string()).collect();
+        n.dedup();
+        n.join(" ")
+    };
+    if takes.is_empty() {
+        return Ok(wanted);
+    }
+    let pick = match wanted {
+        Some(f) => takes.contains(&f).then_some(f),
+        // Opaque formats first: a camera's alpha channel (often 0) would blend the picture away.
+        None => {
+            let opaque = |f: &crate::format::Fourcc| {
+                ![crate::format::Fourcc::AR24, crate::format::Fourcc::AB24].contains(f)
+            };
+            let common = || offered.iter().copied().filter(|f| takes.contains(f));
+            common().find(opaque).or_else(|| common().next())
+        }
+    };
+    pick.map(Some).ok_or_else(|| {
+        PipelineError::NoPath(format!(
+            "the camera {camera} {} {}; the consumer {:?} takes only {} (LINEAR); converting \
+             on the GPU (Vulkan YUYV/NV12 → XR24) is not wired into the pipeline, so there is \
+             no zero-copy path (pick a camera format the sink takes, or another sink)",
+            if wanted.is_some() {
+                "was asked for"
+            } else {
+                "offers"
+            },
+            match wanted {
+                Some(f) => f.to_string(),
+                None => names(offered),
+            },
+            consumer.name,
+            names(&takes),
+        ))
+    })
+}
+
+/// Runs the producer end with a V4L2 camera as the source: negotiates the format with the
+/// consumer, sets the camera's buffers up (export: the camera's own buffers as dma-bufs, else
+/// import into ours, else copy — `cfg.mode` picks), announces them and sends `opts.frames`
+/// camera frames. In export and import mode a buffer goes back to the camera only once the
+/// consumer released it and its release fence signalled. `opts.pattern` and `opts.layout` are
+/// not used; `opts.fps` is the camera's frame rate unless `cfg` names one.
+#[cfg(feature = "v4l2")]
+pub fn produce_v4l2(
+    chan: Channel,
+    opts: &ProduceOptions,
+    cfg: &crate::source::v4l2::V4l2Config,
+) -> Result<ProduceReport, PipelineError> {
+    use crate::source::v4l2::{self, V4l2Config, V4l2Error};
+    let cams = v4l2::devices();
+    let cam = match &cfg.device {
+        Some(p) => cams.iter().find(|c| std::path::Path::new(&c.path) == p),
+        None => cams.first(),
+    };
+    let path = match (cam, &cfg.device) {
+        (Some(c), _) => std::path::PathBuf::from(&c.path),
+        (None, Some(p)) => p.clone(),
+        (None, None) => {
+            return Err(V4l2Error::NoDevice("no V4L2 capture device found".into()).into())
+        }
+    };
+    let offered: Vec<crate::format::Fourcc> = cam
+        .map(|c| {
+            c.formats
+                .iter()
+                .filter_map(|(_, drm, _)| drm.as_deref()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut session = opts.session.clone();
+    session.name = format!("v4l2:{}", path.display());
+    let mut producer = Producer::connect(chan, session, wire::FEATURE_FENCES)?;
+    let run = |producer: &mut Producer| -> Result<ProduceReport, PipelineError> {
+        let fourcc = negotiate_camera_format(
+            &path.display().to_string(),
+            &offered,
+            cfg.fourcc,
+            producer.peer(),
+        )?;
+        let mut src = v4l2::V4l2Source::open(&V4l2Config {
+            device: Some(path.clone()),
+            fourcc,
+            fps: cfg.fps.or(opts.fps),
+            ..cfg.clone()
+        })?;
+        let mut allocator = alloc::open(&opts.alloc).ok();
+        let prepared = src.prepare(
+            cfg.mode,
+            opts.buffers as u32,
+            allocator
+                .as_mut()
+                .map(|(a, _)| a.as_mut() as &mut dyn alloc::Allocator),
+        )?;
+        let kind = prepared
+            .buffers
+            .first()
+            .map(|b| b.kind().name().to_owned())
+            .unwrap_or_default();
+        let copy = prepared.mode == v4l2::Mode::Copy;
+        let count = prepared.buffers.len();
+        for b in prepared.buffers {
+            producer.add_buffer(b)?;
+        }
+        let layout = src.layout().clone();
+        let note = format!(
+            "{} ({}) {} {}x{}, {}",
+            path.display(),
+            src.driver(),
+            layout.fourcc,
+            layout.width,
+            layout.height,
+            prepared.note
+        );
+        let release_timeout = opts.session.release_timeout;
+        let fence_timeout = opts.session.fence_timeout;
+        src.start()?;
+        let start = Instant::now();
+        let mut with_consumer = 0usize;
+        let mut sent = 0u64;
+        let mut corrupt = 0u64;
+        while sent < opts.frames {
+            if !copy {
+                // Buffers the consumer gave back go back to the camera once their release
+                // fence signalled (the camera takes no fences); with none left in the camera,
+                // wait for one.
+                let wait = if with_consumer >= count {
+                    release_timeout
+                } else {
+                    Duration::ZERO
+                };
+                let released = producer.take_released(Some(wait))?;
+                if released.is_empty() && with_consumer >= count {
+                    return Err(SessionError::Stalled(release_timeout).into());
+                }
+                for (id, fence) in released {
+                    if let Some(f) = fence {
+                        f.wait(fence_timeout).map_err(|e| {
+                            SessionError::Usage(format!("buffer {id}: release fence: {e}"))
+                        })?;
+                    }
+                    src.requeue(id)?;
+                    with_consumer -= 1;
+                }
+            }
+            let f = src.next_frame(CAMERA_FRAME_TIMEOUT)?;
+            if f.corrupt {
+                corrupt += 1;
+                src.requeue(f.index)?;
+                continue;
+            }
+            if copy {
+                let Some(id) = producer.acquire()? else {
+                    src.requeue(f.index)?;
+                    continue;
+                };
+                {
+                    let mut access = producer.write_access(id)?;
+                    src.copy_into(&f, &mut access)?;
+                }
+                producer.submit(id, f.sequence, None)?;
+            } else {
+                producer.submit(f.index, f.sequence, None)?;
+                with_consumer += 1;
+            }
+            sent += 1;
+            if let Some(cb) = opts.progress {
+                cb(sent, opts.frames);
+            }
+        }
+        Ok(ProduceReport {
+            allocator: kind,
+            allocator_note: note,
+            frames_produced: producer.stats().produced,
+            frames_dropped: corrupt,
+            fence_timeouts: 0,
+            elapsed_s: start.elapsed().as_secs_f64(),
+            bytes_copied: src.bytes_copied(),
+            last_error: None,
+        })
+    };
+    match run(&mut producer) {
+        Ok(mut report) => {
+            report.last_error = producer.last_error().map(str::to_owned);
+            let stats = producer.finish()?;
+            report.frames_dropped += stats.dropped;
+            report.fence_timeouts = stats.fence_timeouts;
+            Ok(report)
+        }
+        Err(e) => {
+            producer.abort(&e.to_string());
+            Err(e)
+        }
+    }
 }
 
 /// The name `generator:NAME` announces for a pattern.
@@ -191,9 +415,24 @@ pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, Pipe
         ..Default::default()
     };
     let mut latencies: Vec<u64> = Vec::with_capacity(1 << 16);
+    let holds = sink.holds_frames();
+    // For a sink that holds frames: how long without an event counts as idle — at least
+    // IDLE_TIMEOUT, and four of the stream's recent frame intervals.
+    let mut idle = IDLE_TIMEOUT;
+    let mut last_frame: Option<Instant> = None;
     let result: Result<(), PipelineError> = loop {
-        let event = match consumer.next_event(None) {
+        let event = match consumer.next_event(holds.then_some(idle)) {
             Ok(e) => e,
+            Err(SessionError::Channel(ChannelError::Timeout(_))) => {
+                if let Err(e) = sink.idle() {
+                    consumer.bye(wire::BYE_INTERNAL_ERROR, &e.to_string());
+                    break Err(e.into());
+                }
+                if let Err(e) = give_back(&mut consumer, sink) {
+                    break Err(e);
+                }
+                continue;
+            }
             Err(e) => break Err(e.into()),
         };
         match event {
@@ -206,6 +445,10 @@ pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, Pipe
             }
             Event::BufferRemoved(id) => sink.remove_buffer(id),
             Event::Frame(f) => {
+                let now = Instant::now();
+                if let Some(t) = last_frame.replace(now) {
+                    idle = idle.max(4 * (now - t)).min(Duration::from_secs(5));
+                }
                 latencies.push(f.received_ns.saturating_sub(f.timestamp_ns));
                 report.frames_delivered += 1;
                 let buffer = consumer
@@ -226,8 +469,10 @@ pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, Pipe
                 };
                 report.frames_verified += out.verified as u64;
                 report.frames_dropped += out.dropped as u64;
-                if let Err(e) = consumer.release(f.id, f.seq, out.release) {
-                    break Err(e.into());
+                if !holds {
+                    if let Err(e) = consumer.release(f.id, f.seq, out.release) {
+                        break Err(e.into());
+                    }
                 }
             }
             Event::Bye {
@@ -235,6 +480,11 @@ pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, Pipe
                 ..
             } => break Ok(()),
             Event::Bye { code, reason } => break Err(SessionError::PeerBye { code, reason }.into()),
+        }
+        if holds {
+            if let Err(e) = give_back(&mut consumer, sink) {
+                break Err(e);
+            }
         }
     };
     if let Err(e) = sink.finish() {
@@ -250,6 +500,14 @@ pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, Pipe
             (cpu_time() - cpu0).as_secs_f64() * 1e6 / report.frames_delivered as f64;
     }
     Ok(report)
+}
+
+/// Sends back the frames a holding sink let go of.
+fn give_back(consumer: &mut Consumer, sink: &mut dyn Sink) -> Result<(), PipelineError> {
+    for r in sink.take_released() {
+        consumer.release(r.id, r.seq, r.release)?;
+    }
+    Ok(())
 }
 
 /// CPU time (user + system) this process has used.
@@ -288,7 +546,7 @@ impl Summary {
             frames_delivered: c.frames_delivered,
             frames_verified: c.frames_verified,
             frames_dropped: p.frames_dropped + c.frames_dropped,
-            bytes_copied: c.bytes_copied,
+            bytes_copied: c.bytes_copied + p.bytes_copied,
             fps: if p.elapsed_s > 0.0 {
                 c.frames_delivered as f64 / p.elapsed_s
             } else {
@@ -311,5 +569,46 @@ mod tests {
         assert_eq!(l.p50, 51.0);
         assert_eq!(l.p99, 99.0);
         assert_eq!(Latency::from_ns(&mut []), Latency::default());
+    }
+
+    #[cfg(feature = "v4l2")]
+    #[test]
+    fn camera_format_negotiation() {
+        use crate::format::{Fourcc, Modifier};
+        use crate::ipc::wire::FormatCap;
+        use crate::ipc::PeerInfo;
+        let kms = PeerInfo {
+            formats: [Fourcc::AR24, Fourcc::XR24]
+                .iter()
+                .map(|&fourcc| FormatCap {
+                    fourcc,
+                    modifier: Modifier::LINEAR,
+                })
+                .collect(),
+            name: "kms".into(),
+            ..Default::default()
+        };
+        let cam = [Fourcc::YUYV, Fourcc::NV12, Fourcc::AR24, Fourcc::XR24];
+        let pick = |offered: &[Fourcc], wanted, peer: &PeerInfo| {
+            negotiate_camera_format("/dev/video1", offered, wanted, peer)
+        };
+        assert_eq!(pick(&cam, None, &kms).unwrap(), Some(Fourcc::XR24));
+        assert_eq!(
+            pick(&cam, Some(Fourcc::AR24), &kms).unwrap(),
+            Some(Fourcc::AR24)
+        );
+        // A consumer that lists no formats leaves the choice to the camera.
+        let any = PeerInfo::default();
+        assert_eq!(pick(&cam, None, &any).unwrap(), None);
+        let e = pick(&[Fourcc::YUYV, Fourcc::NV12], None, &kms)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("offers YUYV NV12"), "{e}");
+        assert!(e.contains("takes only AR24 XR24"), "{e}");
+        assert!(e.contains("Vulkan") && e.contains("not wired"), "{e}");
+        let e = pick(&cam, Some(Fourcc::YUYV), &kms)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("was asked for YUYV"), "{e}");
     }
 }

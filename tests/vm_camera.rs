@@ -1,8 +1,9 @@
 //! VM tests of the V4L2 source on vivid: export, import (dma-heap, GBM) and copy modes, with the
 //! content of every frame checked against vivid's test pattern set to a solid colour (and the
 //! OSD text off), a colour switch mid-stream that must show up within the queue depth, sequence
-//! numbers and timestamps that advance, a camera stall that ends in a clear error, and vivid XR24
-//! frames scanned out by KMS with the writeback equal to the camera's buffer.
+//! numbers and timestamps that advance, a camera stall that ends in a clear error, vivid XR24
+//! frames scanned out by KMS with the writeback equal to the camera's buffer, and the two-process
+//! `frameshare run --source v4l2 --sink kms` (export, import, copy; format negotiation).
 //!
 //! Run: `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/ci/vm-run cargo test --release
 //! --features gbm,v4l2 --test vm_camera`. On a host without vivid each test says "skipped".
@@ -10,6 +11,7 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use frameshare::alloc;
@@ -17,11 +19,35 @@ use frameshare::buffer::{Access, Buffer};
 use frameshare::format::Fourcc;
 use frameshare::source::v4l2::{Mode, V4l2Config, V4l2Error, V4l2Source};
 
+/// vivid is one device: tests take it one at a time (the lock is held as long as the source
+/// [`vivid`] returns lives), so the file passes with parallel test threads too.
+static CAMERA: Mutex<()> = Mutex::new(());
+
+/// An open vivid source and the camera lock.
+struct Vivid {
+    src: V4l2Source,
+    lock: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Vivid {
+    type Target = V4l2Source;
+    fn deref(&self) -> &V4l2Source {
+        &self.src
+    }
+}
+
+impl std::ops::DerefMut for Vivid {
+    fn deref_mut(&mut self) -> &mut V4l2Source {
+        &mut self.src
+    }
+}
+
 /// vivid's capture node, found by driver and caps (not by number).
-fn vivid(cfg: V4l2Config) -> Option<V4l2Source> {
+fn vivid(cfg: V4l2Config) -> Option<Vivid> {
     if !common::need("/dev/video1") {
         return None;
     }
+    let lock = CAMERA.lock().unwrap_or_else(|e| e.into_inner());
     let mut last = String::new();
     for path in frameshare::source::v4l2::video_nodes() {
         let c = V4l2Config {
@@ -35,7 +61,7 @@ fn vivid(cfg: V4l2Config) -> Option<V4l2Source> {
                 s.set_control("horizontal_movement", 3).unwrap();
                 s.set_control("vertical_movement", 3).unwrap();
                 s.set_control("test_pattern", RED).unwrap();
-                return Some(s);
+                return Some(Vivid { src: s, lock });
             }
             Ok(s) => last = format!("{} is {}", path.display(), s.driver()),
             Err(e) => last = e.to_string(),
@@ -345,5 +371,125 @@ fn export_mode_nv12_planes_content_checked() {
         }
         drop(a);
         src.requeue(f.index).unwrap();
+    }
+}
+
+/// The vivid capture node's path (found by driver), and the camera lock: hold it while a
+/// child process uses the camera.
+fn vivid_path() -> Option<(String, MutexGuard<'static, ()>)> {
+    let Vivid { src, lock } = vivid(config(Fourcc::XR24, Mode::Export))?;
+    let path = src.path().display().to_string();
+    drop(src);
+    Some((path, lock))
+}
+
+/// `frameshare run --source v4l2:NODE --sink kms:vkms:verify-writeback`: camera → producer
+/// process → consumer process → vkms, 300 frames in export mode with no byte copied, each
+/// frame's writeback equal to the camera's buffer.
+#[test]
+fn two_process_camera_to_kms_300_frames_zero_copy() {
+    if !common::need("/dev/dri/card1") {
+        return;
+    }
+    let Some((node, _camera)) = vivid_path() else {
+        return;
+    };
+    // vivid's rate at its default size is 5 fps; 30 keeps the test short.
+    let source = format!("v4l2:{node}:fps=30");
+    let v = common::run_json(&[
+        "--source",
+        &source,
+        "--sink",
+        "kms:vkms:verify-writeback",
+        "--frames",
+        "300",
+    ]);
+    assert_eq!(v["allocator"], "v4l2-export", "{v}");
+    assert_eq!(v["frames_produced"], 300, "{v}");
+    assert_eq!(v["frames_delivered"], 300, "{v}");
+    assert_eq!(v["frames_verified"], 300, "{v}");
+    assert_eq!(v["frames_dropped"], 0, "{v}");
+    assert_eq!(v["bytes_copied"], 0, "{v}");
+}
+
+/// The same without naming anything: the first capture device, the first display, export mode.
+#[test]
+fn plain_v4l2_to_kms_run() {
+    if !common::need("/dev/dri/card1") {
+        return;
+    }
+    let Some((_, _camera)) = vivid_path() else {
+        return;
+    };
+    let v = common::run_json(&["--source", "v4l2", "--sink", "kms", "--frames", "30"]);
+    assert_eq!(v["frames_delivered"], 30, "{v}");
+    assert_eq!(v["bytes_copied"], 0, "{v}");
+}
+
+/// The verify sink needs the generator: a camera producer is refused with a clear reason.
+#[test]
+fn verify_sink_refuses_a_camera_producer() {
+    let Some((node, _camera)) = vivid_path() else {
+        return;
+    };
+    let source = format!("v4l2:{node}");
+    let out = common::frameshare(&[
+        "run", "--source", &source, "--sink", "verify", "--frames", "5", "--json",
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("verify needs the generator source") && e.contains(&source),
+        "{e}"
+    );
+}
+
+/// A camera format the display cannot scan out: the run says exactly why there is no path.
+#[test]
+fn yuyv_camera_on_kms_says_why_there_is_no_path() {
+    if !common::need("/dev/dri/card1") {
+        return;
+    }
+    let Some((node, _camera)) = vivid_path() else {
+        return;
+    };
+    let source = format!("v4l2:{node}");
+    let out = common::frameshare(&[
+        "run", "--source", &source, "--format", "YUYV", "--sink", "kms:vkms", "--frames", "5",
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("no path from source to sink"), "{e}");
+    assert!(e.contains("XR24") && e.contains("not wired"), "{e}");
+}
+
+/// The other two camera modes through the two processes: import (the camera writes into our
+/// dma-heap buffers: no copy) and copy (every byte counted), each frame checked on screen.
+#[test]
+fn two_process_camera_import_and_copy_modes() {
+    if !common::need("/dev/dri/card1") {
+        return;
+    }
+    let Some((node, _camera)) = vivid_path() else {
+        return;
+    };
+    for (mode, copied) in [("import", 0u64), ("copy", 30 * 640 * 360 * 4)] {
+        let source = format!("v4l2:{node}:{mode}:fps=30");
+        let v = common::run_json(&[
+            "--source",
+            &source,
+            "--alloc",
+            "dma-heap",
+            "--size",
+            "640x360",
+            "--sink",
+            "kms:vkms:verify-writeback",
+            "--frames",
+            "30",
+        ]);
+        assert_eq!(v["allocator"], "dma-heap", "{mode}: {v}");
+        assert_eq!(v["frames_delivered"], 30, "{mode}: {v}");
+        assert_eq!(v["frames_verified"], 30, "{mode}: {v}");
+        assert_eq!(v["bytes_copied"], copied, "{mode}: {v}");
     }
 }

@@ -1,13 +1,15 @@
 //! VM tests of the KMS sink on vkms: generator frames shown with atomic commits and captured
 //! through the writeback connector, compared pixel-exact; release fences from the out-fence of
 //! the replacing commit; IN_FENCE_FD honoured; non-dma-buf buffers refused; the two-process run
-//! with `--sink kms:vkms:verify-writeback`; GBM buffers scanned out.
+//! with `--sink kms:vkms:verify-writeback`; GBM buffers scanned out; held releases (a frame
+//! goes back only once it left the screen, the last one when the stream goes idle).
 //!
 //! Run: `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/ci/vm-run cargo test --release
 //! --features gbm,v4l2 --test vm_kms`. On a host without vkms each test says "skipped".
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use frameshare::alloc;
@@ -17,10 +19,15 @@ use frameshare::sink::kms::{writeback, DeviceSpec, KmsError, KmsOptions, KmsSink
 use frameshare::source::{Generator, Pattern, Scene};
 use frameshare::sync::SwSyncTimeline;
 
-/// vkms's card node, found by driver (its number differs between kernels).
-fn vkms() -> bool {
+/// vkms is one display with one DRM master at a time: tests take it one at a time, so the file
+/// passes with parallel test threads too.
+static DISPLAY: Mutex<()> = Mutex::new(());
+
+/// vkms's card node, found by driver (its number differs between kernels); while the returned
+/// lock is held, no other test of this file uses the display.
+fn vkms() -> Option<MutexGuard<'static, ()>> {
     if !common::need("/dev/dri/card1") {
-        return false;
+        return None;
     }
     let found = std::fs::read_dir("/sys/class/drm")
         .into_iter()
@@ -35,7 +42,7 @@ fn vkms() -> bool {
         assert!(!common::in_vm(), "no vkms device inside the VM");
         eprintln!("skipped: needs the VM (no vkms)");
     }
-    found
+    found.then(|| DISPLAY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn sink(verify: bool) -> KmsSink {
@@ -149,21 +156,21 @@ fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
 
 #[test]
 fn dma_heap_xr24_writeback_pixel_exact() {
-    if vkms() {
+    if let Some(_display) = vkms() {
         generator_to_writeback("dma-heap", Fourcc::XR24, 12);
     }
 }
 
 #[test]
 fn udmabuf_xr24_writeback_pixel_exact() {
-    if vkms() {
+    if let Some(_display) = vkms() {
         generator_to_writeback("udmabuf", Fourcc::XR24, 6);
     }
 }
 
 #[test]
 fn drm_dumb_ar24_writeback_pixel_exact() {
-    if vkms() {
+    if let Some(_display) = vkms() {
         generator_to_writeback("drm-dumb:vkms", Fourcc::AR24, 6);
     }
 }
@@ -171,16 +178,16 @@ fn drm_dumb_ar24_writeback_pixel_exact() {
 #[cfg(feature = "gbm")]
 #[test]
 fn gbm_buffers_scan_out_pixel_exact() {
-    if vkms() {
+    if let Some(_display) = vkms() {
         generator_to_writeback("gbm", Fourcc::XR24, 6);
     }
 }
 
 #[test]
 fn a_wrong_frame_is_caught_by_writeback() {
-    if !vkms() {
+    let Some(_display) = vkms() else {
         return;
-    }
+    };
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
     let buffers = pool("dma-heap", &layout, 1);
     let mut kms = sink(true);
@@ -197,7 +204,10 @@ fn a_wrong_frame_is_caught_by_writeback() {
 
 #[test]
 fn in_fence_holds_the_flip_until_it_signals() {
-    if !vkms() || !common::need("/sys/kernel/debug/sync/sw_sync") {
+    let Some(_display) = vkms() else {
+        return;
+    };
+    if !common::need("/sys/kernel/debug/sync/sw_sync") {
         return;
     }
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
@@ -235,9 +245,9 @@ fn in_fence_holds_the_flip_until_it_signals() {
 
 #[test]
 fn non_dma_buf_buffers_are_refused_clearly() {
-    if !vkms() {
+    let Some(_display) = vkms() else {
         return;
-    }
+    };
     let layout = FrameLayout::linear(Fourcc::XR24, 64, 64, 64).unwrap();
     let b = pool("memfd", &layout, 1).remove(0);
     let mut kms = sink(false);
@@ -248,9 +258,9 @@ fn non_dma_buf_buffers_are_refused_clearly() {
 
 #[test]
 fn two_process_run_with_writeback_verification() {
-    if !vkms() {
+    let Some(_display) = vkms() else {
         return;
-    }
+    };
     let v = common::run_json(&[
         "--alloc",
         "dma-heap",
@@ -268,9 +278,9 @@ fn two_process_run_with_writeback_verification() {
 
 #[test]
 fn kms_sink_lists_what_the_plane_scans_out() {
-    if !vkms() {
+    let Some(_display) = vkms() else {
         return;
-    }
+    };
     let kms = sink(false);
     assert_eq!(kms.driver(), "vkms");
     assert!(!kms.connector_name().starts_with("Writeback"));
@@ -290,9 +300,9 @@ fn kms_sink_lists_what_the_plane_scans_out() {
 fn gbm_allocator_on_each_node() {
     use frameshare::alloc::gbm::GbmAllocator;
     use frameshare::alloc::Allocator;
-    if !vkms() {
+    let Some(_display) = vkms() else {
         return;
-    }
+    };
     let mut nodes: Vec<String> = std::fs::read_dir("/dev/dri")
         .unwrap()
         .flatten()
@@ -333,4 +343,86 @@ fn gbm_allocator_on_each_node() {
     assert!(b.layout().planes[0].stride >= 320 * 4);
     let mut m = b.map(true).expect("GBM dma-bufs map for writing");
     m.access(Access::Write).unwrap().row_mut(0, 0)[0] = 7;
+}
+
+/// Held releases through the pipeline: the KMS sink keeps the frame on screen, so its buffer
+/// goes back only once the next frame replaced it — with the replacing commit's out-fence as
+/// its release fence — and the last frame comes back when the stream goes idle (plane off),
+/// so the producer's final drain does not stall.
+#[test]
+fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
+    use frameshare::ipc::producer::{Producer, ProducerOptions};
+    use frameshare::ipc::socket::Channel;
+    use frameshare::ipc::wire;
+    use std::time::Instant;
+    let Some(_display) = vkms() else {
+        return;
+    };
+    let (ours, theirs) = Channel::pair().unwrap();
+    let consumer = std::thread::spawn(move || {
+        let mut kms = sink(false);
+        frameshare::pipeline::consume(theirs, &mut kms).unwrap()
+    });
+    let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
+    let mut p = Producer::connect(ours, ProducerOptions::default(), wire::FEATURE_FENCES).unwrap();
+    for b in pool("dma-heap", &layout, 3) {
+        p.add_buffer(b).unwrap();
+    }
+    p.submit(0, 0, None).unwrap();
+    // Frame 0 is on screen: buffer 0 stays with the consumer.
+    let r = p.take_released(Some(Duration::from_millis(150))).unwrap();
+    assert!(r.is_empty(), "released while on screen: {r:?}");
+    assert_eq!(p.held_count(), 1);
+    p.submit(1, 1, None).unwrap();
+    let r = p.take_released(Some(Duration::from_secs(3))).unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0, 0, "{r:?}");
+    let fence = r[0]
+        .1
+        .as_ref()
+        .expect("the out-fence of the replacing commit");
+    fence.wait(Duration::from_secs(3)).unwrap();
+    // The stream goes idle: the last frame comes back after the idle timeout, with no fence
+    // (the plane is already off).
+    let t = Instant::now();
+    let r = p.take_released(Some(Duration::from_secs(5))).unwrap();
+    let waited = t.elapsed();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0, 1, "{r:?}");
+    assert!(r[0].1.is_none(), "{r:?}");
+    assert!(
+        waited >= frameshare::sink::IDLE_TIMEOUT / 2,
+        "the last frame came back after {waited:?}, before the idle timeout"
+    );
+    assert_eq!(p.held_count(), 0);
+    let t = Instant::now();
+    p.finish().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let report = consumer.join().unwrap();
+    assert_eq!(report.frames_delivered, 2);
+    assert!(report.error.is_none(), "{report:?}");
+}
+
+/// The two-process generator → KMS run with held releases still paces and drains: 60 frames
+/// through three buffers, every one verified by writeback.
+#[test]
+fn two_process_run_with_held_releases_and_three_buffers() {
+    let Some(_display) = vkms() else {
+        return;
+    };
+    let v = common::run_json(&[
+        "--alloc",
+        "dma-heap",
+        "--sink",
+        "kms:vkms:verify-writeback",
+        "--size",
+        "640x480",
+        "--buffers",
+        "3",
+        "--frames",
+        "60",
+    ]);
+    assert_eq!(v["frames_delivered"], 60, "{v}");
+    assert_eq!(v["frames_verified"], 60, "{v}");
+    assert_eq!(v["frames_dropped"], 0, "{v}");
 }

@@ -129,6 +129,8 @@ pub struct Producer {
     cursor: usize,
     timeline: Option<SwSyncTimeline>,
     fence_value: u32,
+    /// Ids released since the last [`Producer::take_released`] (cleared by `acquire`).
+    released: Vec<u32>,
 }
 
 impl Producer {
@@ -196,6 +198,7 @@ impl Producer {
             cursor: 0,
             timeline,
             fence_value: 0,
+            released: Vec::new(),
         })
     }
 
@@ -267,6 +270,7 @@ impl Producer {
     /// (counted); errors end the session.
     pub fn acquire(&mut self) -> Result<Option<u32>, SessionError> {
         self.pump(Some(Duration::ZERO))?;
+        self.released.clear();
         loop {
             // Round-robin from the buffer after the last one used, so a buffer whose release
             // fence timed out is retried last.
@@ -453,6 +457,7 @@ impl Producer {
                     slot.held = None;
                     slot.release_fence = fence;
                     self.stats.released += 1;
+                    self.released.push(id);
                     handled = true;
                 }
                 Message::Bye { code, reason } => {
@@ -468,6 +473,37 @@ impl Producer {
             wait = Some(Duration::ZERO);
         }
         Ok(handled)
+    }
+
+    /// For sources that own their buffers' lifecycle (a camera in export or import mode):
+    /// handles messages for up to `timeout` (`Some(ZERO)`: only what is waiting) and returns the
+    /// buffers released since the last call, each with its release fence (taken: the caller
+    /// waits on it before writing the buffer again). Do not mix with [`Producer::acquire`].
+    pub fn take_released(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<(u32, Option<SyncFile>)>, SessionError> {
+        if self.released.is_empty() {
+            self.pump(timeout)?;
+        } else {
+            self.pump(Some(Duration::ZERO))?;
+        }
+        let ids = std::mem::take(&mut self.released);
+        Ok(ids
+            .into_iter()
+            .map(|id| (id, self.slots[id as usize].release_fence.take()))
+            .collect())
+    }
+
+    /// Ends the session with an error the consumer is told about (a Bye with `reason`).
+    pub fn abort(mut self, reason: &str) {
+        let _ = self.chan.send(
+            &Message::Bye {
+                code: wire::BYE_INTERNAL_ERROR,
+                reason: reason.to_owned(),
+            },
+            &[],
+        );
     }
 
     /// Waits up to `timeout` for the consumer to give back every buffer.

@@ -571,6 +571,9 @@ pub struct KmsSink {
     pattern: Option<Pattern>,
     scene: Option<(FrameLayout, Scene)>,
     stats: KmsStats,
+    /// Frames off the screen (or about to be: see their fences), not yet given back through
+    /// [`Sink::take_released`].
+    to_release: Vec<Released>,
 }
 
 impl std::fmt::Debug for KmsSink {
@@ -674,6 +677,7 @@ impl KmsSink {
             pattern: None,
             scene: None,
             stats: KmsStats::default(),
+            to_release: Vec::new(),
         })
     }
 
@@ -2000,19 +2004,42 @@ impl Sink for KmsSink {
         self.remove(id);
     }
 
+    /// A frame stays with the sink while it is on screen: it goes back once the next frame
+    /// replaced it, with the out-fence of that commit as its release fence (signalled when it
+    /// has left the screen), or when the stream goes idle and the plane is turned off.
+    fn holds_frames(&self) -> bool {
+        true
+    }
+
     fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
         self.import(frame.id, frame.buffer)?;
         let p = self.present(frame.id, frame.seq, frame.acquire)?;
-        // The session releases every frame as soon as this returns, so the frame that just
-        // went up is given back while on screen; wait for its flip so at least the display has
-        // latched it. (Holding it until the next flip needs the pipeline to defer releases.)
-        drop(p.released);
-        self.wait_flip(FLIP_TIMEOUT)?;
+        self.to_release.extend(p.released);
         Ok(FrameOut {
             verified: p.verified == Some(true),
             dropped: false,
             release: None,
         })
+    }
+
+    fn take_released(&mut self) -> Vec<super::HeldRelease> {
+        self.to_release
+            .drain(..)
+            .map(|r| super::HeldRelease {
+                id: r.id,
+                seq: r.seq,
+                release: r.fence,
+            })
+            .collect()
+    }
+
+    fn idle(&mut self) -> Result<(), SinkError> {
+        if self.shown.is_some() {
+            log::debug!("KMS: stream idle; taking the last frame off the screen");
+            let off = self.release_all()?;
+            self.to_release.extend(off);
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {

@@ -38,6 +38,22 @@ pub struct FrameOut {
     pub release: Option<SyncFile>,
 }
 
+/// A frame a sink kept past [`Sink::frame`] (see [`Sink::holds_frames`]) and gives back now.
+#[derive(Debug)]
+pub struct HeldRelease {
+    /// Buffer id.
+    pub id: u32,
+    /// The frame it held.
+    pub seq: u64,
+    /// Signals when the sink is done with the buffer (`None`: it already is).
+    pub release: Option<SyncFile>,
+}
+
+/// How long a sink that holds frames waits for the next event before [`Sink::idle`] gives them
+/// back, at the least (the consume loop stretches it to a few frame intervals of the stream,
+/// so a slow camera is not mistaken for the end of the stream).
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// Errors from sinks.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -94,6 +110,27 @@ pub trait Sink {
 
     /// Consumes one frame.
     fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError>;
+
+    /// Whether this sink keeps frames after [`Sink::frame`] returns (KMS: until a frame has left
+    /// the screen). If so, the consume loop sends no release when `frame` returns (its
+    /// `FrameOut::release` is ignored); the sink gives every frame back through
+    /// [`Sink::take_released`], dropped frames included. Default: no.
+    fn holds_frames(&self) -> bool {
+        false
+    }
+
+    /// Frames kept earlier that may go back to the producer now, with their release fences.
+    /// The consume loop drains this after every event (and after [`Sink::idle`]).
+    fn take_released(&mut self) -> Vec<HeldRelease> {
+        Vec::new()
+    }
+
+    /// Nothing arrived for a while (see [`IDLE_TIMEOUT`]) and the sink holds frames: the end of
+    /// the stream, or a producer waiting for its buffers. Let go of everything held, so that
+    /// [`Sink::take_released`] returns it (KMS: the plane is turned off).
+    fn idle(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 
     /// Pixel bytes this sink copied to get at frames (0 when it reads them in place).
     fn bytes_copied(&self) -> u64 {
