@@ -1255,8 +1255,34 @@ impl KmsSink {
         Ok(())
     }
 
-    /// Waits for this frame's writeback and compares it with what the frame must show.
+    /// Waits for this frame's writeback and compares it with what the frame must show. A
+    /// mismatch is captured once more before it counts: vkms (6.12) can complete a writeback
+    /// job with the previous frame's contents when its deferred cleanup races the next commit,
+    /// and the framebuffer on screen does not change between the two captures, so a second
+    /// capture that matches proves what the display shows; one that does not is a real mismatch.
     fn check_writeback(&mut self, id: u32, seq: u64) -> Result<bool, KmsError> {
+        let why = match self.capture_and_compare(id, seq)? {
+            Ok(()) => return Ok(true),
+            Err(why) => why,
+        };
+        log::debug!(
+            "KMS writeback: frame {seq} (buffer {id}) mismatched once ({why}); capturing again"
+        );
+        self.stats.writeback_retries += 1;
+        self.requeue_writeback(seq)?;
+        match self.capture_and_compare(id, seq)? {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                if self.stats.mismatches < 5 {
+                    log::error!("KMS writeback: frame {seq} (buffer {id}): {why}");
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// One capture of the frame on screen, compared with what it must show.
+    fn capture_and_compare(&mut self, id: u32, seq: u64) -> Result<Result<(), String>, KmsError> {
         let path = self.card.path().to_owned();
         let mut waited = Duration::ZERO;
         loop {
@@ -1306,15 +1332,7 @@ impl KmsSink {
                 })
             }
         };
-        match result {
-            Ok(()) => Ok(true),
-            Err(why) => {
-                if self.stats.mismatches < 5 {
-                    log::error!("KMS writeback: frame {seq} (buffer {id}): {why}");
-                }
-                Ok(false)
-            }
-        }
+        Ok(result)
     }
 
     /// Takes the frame on screen down and hands it back: turns the plane off (or, where the
