@@ -490,27 +490,33 @@ impl Slot {
         // Queue family ownership transfer of the imported memory: acquired from the foreign
         // family (the producer's device or CPU) before the shader reads it, released back after.
         // Linear / explicit-modifier images keep no hidden layout state: GENERAL both ways.
+        // (source family, destination family, source access, destination access) of one direction.
+        let transfer = |acquire: bool| {
+            if acquire {
+                (
+                    foreign,
+                    ours,
+                    vk::AccessFlags::empty(),
+                    vk::AccessFlags::SHADER_READ,
+                )
+            } else {
+                (
+                    ours,
+                    foreign,
+                    vk::AccessFlags::SHADER_READ,
+                    vk::AccessFlags::empty(),
+                )
+            }
+        };
         let buffer_barriers = |acquire: bool| -> Vec<vk::BufferMemoryBarrier<'static>> {
             self.import
                 .foreign_buffers
                 .iter()
                 .map(|b| {
-                    let (src, dst) = if acquire {
-                        (foreign, ours)
-                    } else {
-                        (ours, foreign)
-                    };
+                    let (src, dst, src_access, dst_access) = transfer(acquire);
                     vk::BufferMemoryBarrier::default()
-                        .src_access_mask(if acquire {
-                            vk::AccessFlags::empty()
-                        } else {
-                            vk::AccessFlags::SHADER_READ
-                        })
-                        .dst_access_mask(if acquire {
-                            vk::AccessFlags::SHADER_READ
-                        } else {
-                            vk::AccessFlags::empty()
-                        })
+                        .src_access_mask(src_access)
+                        .dst_access_mask(dst_access)
                         .src_queue_family_index(src)
                         .dst_queue_family_index(dst)
                         .buffer(*b)
@@ -524,22 +530,10 @@ impl Slot {
                 .foreign_images
                 .iter()
                 .map(|i| {
-                    let (src, dst) = if acquire {
-                        (foreign, ours)
-                    } else {
-                        (ours, foreign)
-                    };
+                    let (src, dst, src_access, dst_access) = transfer(acquire);
                     vk::ImageMemoryBarrier::default()
-                        .src_access_mask(if acquire {
-                            vk::AccessFlags::empty()
-                        } else {
-                            vk::AccessFlags::SHADER_READ
-                        })
-                        .dst_access_mask(if acquire {
-                            vk::AccessFlags::SHADER_READ
-                        } else {
-                            vk::AccessFlags::empty()
-                        })
+                        .src_access_mask(src_access)
+                        .dst_access_mask(dst_access)
                         .old_layout(vk::ImageLayout::GENERAL)
                         .new_layout(vk::ImageLayout::GENERAL)
                         .src_queue_family_index(src)
