@@ -68,7 +68,6 @@ void main() {
     if (pc.convert == 0u) {
         return;
     }
-    uint out_row = y * pc.width;
     for (uint x = lid; x < pc.width; x += 64u) {
         uint o;
         if (pc.format == FMT_BGRX) {
@@ -95,6 +94,6 @@ void main() {
             uint c = pc.offset1 + (y >> 1u) * pc.stride1 + (x & ~1u);
             o = yuv_rgba(yv, byte1(c), byte1(c + 1u));
         }
-        rgba.px[out_row + x] = o;
+        store_px(x, y, o);
     }
 }

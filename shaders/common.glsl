@@ -1,7 +1,9 @@
 // Shared by every frameshare compute shader (build.rs prepends it; naga's GLSL front end has no
 // #include). One workgroup of 64 invocations handles one image row `y`:
 //   * it checksums row y of plane 0 and, if plane 1 has a row y, row y of plane 1;
-//   * it converts image row y to RGBA8 (when pc.convert != 0).
+//   * it converts image row y to RGBA8 (pc.convert == 1: tightly packed rows) or to XR24
+//     (pc.convert == 2: bytes B G R X, rows pc.out_stride words apart from word pc.out_offset,
+//     for a display buffer bound as `rgba`).
 //
 // Checksum definition (the CPU side is src/sink/vulkan/checksum.rs, which must agree):
 //   word(p, r, i) = little-endian u32 of bytes [4i, 4i+4) of the visible bytes of row r of plane
@@ -35,12 +37,24 @@ layout(push_constant) uniform Params {
     uint rows0;
     uint words0;    // u32 words in binding 0 / 1 (buffer path)
     uint words1;
+    uint out_offset; // convert == 2: first word of the output frame in binding 4
+    uint out_stride; // convert == 2: words from output row to output row
 } pc;
 
 layout(std430, set = 0, binding = 4) buffer Rgba { uint px[]; } rgba;
 layout(std430, set = 0, binding = 5) buffer RowSums { uint sums[]; } rowsums;
 
 shared uint partial[64];
+
+// Stores converted pixel (x, y), given as RGBA8 (R in the low byte).
+void store_px(uint x, uint y, uint o) {
+    if (pc.convert == 2u) {
+        uint bgrx = (o & 0xff00ff00u) | ((o & 0xffu) << 16u) | ((o >> 16u) & 0xffu);
+        rgba.px[pc.out_offset + y * pc.out_stride + x] = bgrx;
+    } else {
+        rgba.px[y * pc.width + x] = o;
+    }
+}
 
 uint clamp8(int v) {
     return uint(clamp((v + 128) >> 8, 0, 255));

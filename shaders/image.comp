@@ -68,7 +68,6 @@ void main() {
     if (pc.convert == 0u) {
         return;
     }
-    uint out_row = y * pc.width;
     for (uint x = lid; x < pc.width; x += 64u) {
         uint o;
 #ifdef PLANES_NV12
@@ -92,6 +91,6 @@ void main() {
             }
         }
 #endif
-        rgba.px[out_row + x] = o;
+        store_px(x, y, o);
     }
 }

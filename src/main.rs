@@ -520,6 +520,12 @@ fn print_summary(s: &Summary, c: &ConsumeReport) {
     println!("frames delivered  {}", s.frames_delivered);
     println!("frames verified   {}", s.frames_verified);
     println!("frames dropped    {}", s.frames_dropped);
+    if s.frames_converted > 0 {
+        println!(
+            "frames converted  {} (GPU, for the display)",
+            s.frames_converted
+        );
+    }
     println!("bytes copied      {}", s.bytes_copied);
     println!("fps               {:.1}", s.fps);
     println!(

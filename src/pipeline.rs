@@ -133,9 +133,11 @@ pub fn produce(chan: Channel, opts: &ProduceOptions) -> Result<ProduceReport, Pi
 #[cfg(feature = "v4l2")]
 const CAMERA_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The format the camera should deliver: `wanted` if given, else the first the camera offers
-/// (in its own order, opaque formats before ones with alpha) that the consumer takes; `None` leaves the choice to the camera source
-/// (the consumer listed no formats). An error says exactly why no path exists.
+/// The format the camera should deliver: `wanted` if given, else, of the formats both the
+/// camera offers and the consumer takes, an opaque one before one with alpha, then the one the
+/// consumer lists first (a display lists what its plane scans out before what it converts on
+/// the GPU), then the camera's own order. `None` leaves the choice to the camera source (the
+/// consumer listed no formats). An error says exactly why no path exists.
 #[cfg(feature = "v4l2")]
 pub fn negotiate_camera_format(
     camera: &str,
@@ -143,8 +145,9 @@ pub fn negotiate_camera_format(
     wanted: Option<crate::format::Fourcc>,
     consumer: &crate::ipc::PeerInfo,
 ) -> Result<Option<crate::format::Fourcc>, PipelineError> {
-    let takes: Vec<crate::format::Fourcc> = consumer.formats.iter().map(|f| f.fourcc).collect();
-    let names = |v: &[crate::format::Fourcc]| {
+    use crate::format::Fourcc;
+    let takes: Vec<Fourcc> = consumer.formats.iter().map(|f| f.fourcc).collect();
+    let names = |v: &[Fourcc]| {
         let mut n: Vec<String> = v.iter().map(|f| f.to_string()).collect();
         n.dedup();
         n.join(" ")
@@ -154,20 +157,18 @@ pub fn negotiate_camera_format(
     }
     let pick = match wanted {
         Some(f) => takes.contains(&f).then_some(f),
-        // Opaque formats first: a camera's alpha channel (often 0) would blend the picture away.
-        None => {
-            let opaque = |f: &crate::format::Fourcc| {
-                ![crate::format::Fourcc::AR24, crate::format::Fourcc::AB24].contains(f)
-            };
-            let common = || offered.iter().copied().filter(|f| takes.contains(f));
-            common().find(opaque).or_else(|| common().next())
-        }
+        None => offered
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((takes.iter().position(|t| t == f)?, i, *f)))
+            // A camera's alpha channel (often 0) would blend the picture away.
+            .min_by_key(|&(rank, i, f)| ([Fourcc::AR24, Fourcc::AB24].contains(&f), rank, i))
+            .map(|(_, _, f)| f),
     };
     pick.map(Some).ok_or_else(|| {
         PipelineError::NoPath(format!(
-            "the camera {camera} {} {}; the consumer {:?} takes only {} (LINEAR); converting \
-             on the GPU (Vulkan YUYV/NV12 → XR24) is not wired into the pipeline, so there is \
-             no zero-copy path (pick a camera format the sink takes, or another sink)",
+            "the camera {camera} {} {}; the consumer {:?} takes only {} (LINEAR), directly or \
+             through its GPU conversion (pick a camera format it takes, or another sink)",
             if wanted.is_some() {
                 "was asked for"
             } else {
@@ -260,7 +261,6 @@ pub fn produce_v4l2(
             layout.height,
             prepared.note
         );
-        let release_timeout = opts.session.release_timeout;
         let fence_timeout = opts.session.fence_timeout;
         src.start()?;
         let start = Instant::now();
@@ -272,14 +272,15 @@ pub fn produce_v4l2(
                 // Buffers the consumer gave back go back to the camera once their release
                 // fence signalled (the camera takes no fences); with none left in the camera,
                 // wait for one.
+                let stall = producer.stall_timeout();
                 let wait = if with_consumer >= count {
-                    release_timeout
+                    stall
                 } else {
                     Duration::ZERO
                 };
                 let released = producer.take_released(Some(wait))?;
                 if released.is_empty() && with_consumer >= count {
-                    return Err(SessionError::Stalled(release_timeout).into());
+                    return Err(SessionError::Stalled(stall).into());
                 }
                 for (id, fence) in released {
                     if let Some(f) = fence {
@@ -392,6 +393,8 @@ pub struct ConsumeReport {
     pub frames_dropped: u64,
     /// Pixel bytes copied by the sink to reach the frames.
     pub bytes_copied: u64,
+    /// Frames the sink converted on the GPU before showing them.
+    pub frames_converted: u64,
     /// Handoff latency: producer "ready" → consumer "received".
     pub latency_us: Latency,
     /// Consumer CPU time (user + system) per delivered frame, µs.
@@ -494,6 +497,7 @@ pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, Pipe
         report.error = Some(e.to_string());
     }
     report.bytes_copied = sink.bytes_copied();
+    report.frames_converted = sink.frames_converted();
     report.latency_us = Latency::from_ns(&mut latencies);
     if report.frames_delivered > 0 {
         report.cpu_us_per_frame =
@@ -529,6 +533,8 @@ pub struct Summary {
     pub frames_verified: u64,
     /// Frames dropped on either side.
     pub frames_dropped: u64,
+    /// Frames converted on the GPU for the display (a format its plane cannot scan out).
+    pub frames_converted: u64,
     /// Pixel bytes the transport copied (0 on every zero-copy path).
     pub bytes_copied: u64,
     /// Delivered frames per second.
@@ -546,6 +552,7 @@ impl Summary {
             frames_delivered: c.frames_delivered,
             frames_verified: c.frames_verified,
             frames_dropped: p.frames_dropped + c.frames_dropped,
+            frames_converted: c.frames_converted,
             bytes_copied: c.bytes_copied + p.bytes_copied,
             fps: if p.elapsed_s > 0.0 {
                 c.frames_delivered as f64 / p.elapsed_s
@@ -605,10 +612,33 @@ mod tests {
             .to_string();
         assert!(e.contains("offers YUYV NV12"), "{e}");
         assert!(e.contains("takes only AR24 XR24"), "{e}");
-        assert!(e.contains("Vulkan") && e.contains("not wired"), "{e}");
+        assert!(e.contains("GPU conversion"), "{e}");
         let e = pick(&cam, Some(Fourcc::YUYV), &kms)
             .unwrap_err()
             .to_string();
         assert!(e.contains("was asked for YUYV"), "{e}");
+        // A display that also converts: what it scans out wins over what it converts, even
+        // where the camera offers the convertible format first; alone, that one is taken.
+        let mut converting = kms.clone();
+        converting
+            .formats
+            .extend([Fourcc::YUYV, Fourcc::NV12].map(|fourcc| FormatCap {
+                fourcc,
+                modifier: Modifier::LINEAR,
+            }));
+        assert_eq!(pick(&cam, None, &converting).unwrap(), Some(Fourcc::XR24));
+        assert_eq!(
+            pick(&[Fourcc::NV12, Fourcc::YUYV], None, &converting).unwrap(),
+            Some(Fourcc::YUYV)
+        );
+        assert_eq!(
+            pick(&cam, Some(Fourcc::NV12), &converting).unwrap(),
+            Some(Fourcc::NV12)
+        );
+        // Opaque before alpha, whatever the order.
+        assert_eq!(
+            pick(&[Fourcc::AR24, Fourcc::YUYV], None, &converting).unwrap(),
+            Some(Fourcc::YUYV)
+        );
     }
 }

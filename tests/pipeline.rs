@@ -86,6 +86,7 @@ fn summary_has_exactly_the_documented_keys() {
             "allocator",
             "bytes_copied",
             "fps",
+            "frames_converted",
             "frames_delivered",
             "frames_dropped",
             "frames_produced",

@@ -312,6 +312,7 @@ fn camera_xr24_to_kms_writeback_matches_the_buffer() {
         device: DeviceSpec::Driver("vkms".into()),
         connector: None,
         verify_writeback: true,
+        ..Default::default()
     })
     .unwrap();
     for (i, b) in p.buffers.iter().enumerate() {
@@ -444,9 +445,10 @@ fn verify_sink_refuses_a_camera_producer() {
     );
 }
 
-/// A camera format the display cannot scan out: the run says exactly why there is no path.
+/// A camera format the display cannot scan out, with the conversion forbidden
+/// (`kms:…:direct`): the run says exactly why there is no path.
 #[test]
-fn yuyv_camera_on_kms_says_why_there_is_no_path() {
+fn yuyv_camera_on_a_direct_only_display_says_why_there_is_no_path() {
     if !common::need("/dev/dri/card1") {
         return;
     }
@@ -455,12 +457,87 @@ fn yuyv_camera_on_kms_says_why_there_is_no_path() {
     };
     let source = format!("v4l2:{node}");
     let out = common::frameshare(&[
-        "run", "--source", &source, "--format", "YUYV", "--sink", "kms:vkms", "--frames", "5",
+        "run",
+        "--source",
+        &source,
+        "--format",
+        "YUYV",
+        "--sink",
+        "kms:vkms:direct",
+        "--frames",
+        "5",
     ]);
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("no path from source to sink"), "{e}");
-    assert!(e.contains("XR24") && e.contains("not wired"), "{e}");
+    assert!(
+        e.contains("was asked for YUYV") && e.contains("XR24"),
+        "{e}"
+    );
+}
+
+/// vivid → Vulkan convert → KMS: the camera's YUYV buffers (exported, not copied) are
+/// converted by the compute shader straight into XR24 display buffers that vkms scans out,
+/// 300 frames. Each conversion equals the CPU's pixel for pixel and each writeback capture
+/// equals the display buffer, so the screen shows the converted camera frames.
+#[test]
+fn yuyv_camera_converted_on_the_gpu_to_kms_300_frames() {
+    if !common::need("/dev/dri/card1") {
+        return;
+    }
+    let Some((node, _camera)) = vivid_path() else {
+        return;
+    };
+    let source = format!("v4l2:{node}:fps=30");
+    let v = common::run_json(&[
+        "--source",
+        &source,
+        "--format",
+        "YUYV",
+        "--sink",
+        "kms:vkms:verify-writeback",
+        "--frames",
+        "300",
+    ]);
+    assert_eq!(v["allocator"], "v4l2-export", "{v}");
+    assert_eq!(v["frames_delivered"], 300, "{v}");
+    assert_eq!(v["frames_converted"], 300, "{v}");
+    assert_eq!(v["frames_verified"], 300, "{v}");
+    assert_eq!(v["frames_dropped"], 0, "{v}");
+    assert_eq!(v["bytes_copied"], 0, "{v}");
+}
+
+/// The same for NV12 (two planes in one camera buffer), and with the camera writing into our
+/// dma-heap buffers (import mode), 30 frames each.
+#[test]
+fn nv12_camera_and_import_mode_converted_on_the_gpu() {
+    if !common::need("/dev/dri/card1") {
+        return;
+    }
+    let Some((node, _camera)) = vivid_path() else {
+        return;
+    };
+    for (mode, format) in [("export", "NV12"), ("import", "YUYV")] {
+        let source = format!("v4l2:{node}:{mode}:fps=30");
+        let v = common::run_json(&[
+            "--source",
+            &source,
+            "--alloc",
+            "dma-heap",
+            "--format",
+            format,
+            "--size",
+            "640x360",
+            "--sink",
+            "kms:vkms:verify-writeback",
+            "--frames",
+            "30",
+        ]);
+        assert_eq!(v["frames_delivered"], 30, "{mode} {format}: {v}");
+        assert_eq!(v["frames_converted"], 30, "{mode} {format}: {v}");
+        assert_eq!(v["frames_verified"], 30, "{mode} {format}: {v}");
+        assert_eq!(v["bytes_copied"], 0, "{mode} {format}: {v}");
+    }
 }
 
 /// The other two camera modes through the two processes: import (the camera writes into our

@@ -50,6 +50,7 @@ fn sink(verify: bool) -> KmsSink {
         device: DeviceSpec::Driver("vkms".into()),
         connector: None,
         verify_writeback: verify,
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("opening vkms: {e}"))
 }
@@ -425,4 +426,91 @@ fn two_process_run_with_held_releases_and_three_buffers() {
     assert_eq!(v["frames_delivered"], 60, "{v}");
     assert_eq!(v["frames_verified"], 60, "{v}");
     assert_eq!(v["frames_dropped"], 0, "{v}");
+}
+
+/// What the plane cannot scan out goes through the Vulkan conversion in front of it: generator
+/// YUYV and NV12 in dma-heap buffers, and XR24 in memfd (memory KMS cannot import), 30 frames
+/// each. Every frame is verified three ways: the GPU checksum of the frame against the
+/// generator, the display buffer against the CPU conversion of the frame (pixel-exact), and the
+/// writeback capture against the display buffer. No pixel byte is copied.
+#[test]
+fn formats_the_plane_cannot_take_are_converted_on_the_gpu() {
+    let Some(_display) = vkms() else {
+        return;
+    };
+    for (alloc, format) in [
+        ("dma-heap", "YUYV"),
+        ("dma-heap", "NV12"),
+        ("memfd", "XR24"),
+    ] {
+        let v = common::run_json(&[
+            "--alloc",
+            alloc,
+            "--format",
+            format,
+            "--sink",
+            "kms:vkms:verify-writeback",
+            "--size",
+            "640x480",
+            "--frames",
+            "30",
+        ]);
+        assert_eq!(v["frames_delivered"], 30, "{alloc} {format}: {v}");
+        assert_eq!(v["frames_converted"], 30, "{alloc} {format}: {v}");
+        assert_eq!(v["frames_verified"], 30, "{alloc} {format}: {v}");
+        assert_eq!(v["frames_dropped"], 0, "{alloc} {format}: {v}");
+        assert_eq!(v["bytes_copied"], 0, "{alloc} {format}: {v}");
+    }
+}
+
+/// `kms:…:convert` sends even a format the plane takes through the GPU; `kms:…:direct` never
+/// does, and then a YUYV stream is refused with the reason.
+#[test]
+fn conversion_can_be_forced_or_forbidden() {
+    let Some(_display) = vkms() else {
+        return;
+    };
+    let v = common::run_json(&[
+        "--alloc",
+        "dma-heap",
+        "--sink",
+        "kms:vkms:verify-writeback:convert",
+        "--size",
+        "320x240",
+        "--frames",
+        "10",
+    ]);
+    assert_eq!(v["frames_converted"], 10, "{v}");
+    assert_eq!(v["frames_verified"], 10, "{v}");
+    let v = common::run_json(&[
+        "--alloc",
+        "dma-heap",
+        "--sink",
+        "kms:vkms:verify-writeback",
+        "--size",
+        "320x240",
+        "--frames",
+        "10",
+    ]);
+    assert_eq!(
+        v["frames_converted"], 0,
+        "XR24 is scanned out directly: {v}"
+    );
+    assert_eq!(v["frames_verified"], 10, "{v}");
+    let out = common::frameshare(&[
+        "run",
+        "--alloc",
+        "dma-heap",
+        "--format",
+        "YUYV",
+        "--sink",
+        "kms:vkms:direct",
+        "--size",
+        "320x240",
+        "--frames",
+        "5",
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("YUYV") && e.contains("XR24"), "{e}");
 }

@@ -78,6 +78,9 @@ pub struct ProducerOptions {
     pub policy: PoolPolicy,
     /// Longest wait for a release under `Wait` before the consumer counts as stalled.
     pub release_timeout: Duration,
+    /// The same until the consumer's first release: its first frames may wait for one-time
+    /// setup (GPU pipelines compiled, a display mode set).
+    pub first_release_timeout: Duration,
     /// Longest wait for a release fence before the frame is dropped.
     pub fence_timeout: Duration,
     /// What the producer is (`generator:bars`); the verify sink reads the pattern from it.
@@ -91,6 +94,7 @@ impl Default for ProducerOptions {
         ProducerOptions {
             policy: PoolPolicy::Wait,
             release_timeout: Duration::from_secs(10),
+            first_release_timeout: Duration::from_secs(60),
             fence_timeout: Duration::from_secs(2),
             name: "frameshare".into(),
             acquire_fence: AcquireFenceMode::None,
@@ -318,11 +322,24 @@ impl Producer {
                     return Ok(None);
                 }
                 PoolPolicy::Wait => {
-                    if !self.pump(Some(self.opts.release_timeout))? {
-                        return Err(SessionError::Stalled(self.opts.release_timeout));
+                    let timeout = self.stall_timeout();
+                    if !self.pump(Some(timeout))? {
+                        return Err(SessionError::Stalled(timeout));
                     }
                 }
             }
+        }
+    }
+
+    /// How long to wait for a release before the consumer counts as stalled: longer before
+    /// its first one (see [`ProducerOptions::first_release_timeout`]).
+    pub fn stall_timeout(&self) -> Duration {
+        if self.stats.released == 0 {
+            self.opts
+                .first_release_timeout
+                .max(self.opts.release_timeout)
+        } else {
+            self.opts.release_timeout
         }
     }
 

@@ -177,11 +177,27 @@ pub struct KmsOptions {
     pub connector: Option<String>,
     /// Capture every frame through the writeback connector and compare it (vkms CI).
     pub verify_writeback: bool,
+    /// When frames go through the Vulkan conversion first (see [`super::display`]).
+    pub convert: ConvertPolicy,
+}
+
+/// When the `kms` sink puts the Vulkan conversion (any format the shaders read → XR24) in
+/// front of the plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConvertPolicy {
+    /// Only for buffers the plane cannot scan out (format, modifier or memory kind).
+    #[default]
+    Auto,
+    /// Every buffer (`convert`).
+    Always,
+    /// Never: such buffers are refused (`direct`).
+    Never,
 }
 
 impl KmsOptions {
     /// Parses what follows `kms` in a sink spec: `:`- or `,`-separated tokens, each a node path
-    /// (`/dev/dri/card1`), `connector=NAME`, `verify-writeback` (or `writeback`), or a driver name.
+    /// (`/dev/dri/card1`), `connector=NAME`, `verify-writeback` (or `writeback`), `convert`
+    /// (always through Vulkan), `direct` (never), or a driver name.
     pub fn parse(args: &str) -> Result<Self, KmsError> {
         let mut o = KmsOptions::default();
         for tok in args.split([':', ',']).filter(|t| !t.is_empty()) {
@@ -191,6 +207,10 @@ impl KmsOptions {
                 o.connector = Some(name.to_owned());
             } else if matches!(tok, "verify-writeback" | "writeback" | "verify") {
                 o.verify_writeback = true;
+            } else if tok == "convert" {
+                o.convert = ConvertPolicy::Always;
+            } else if matches!(tok, "direct" | "no-convert") {
+                o.convert = ConvertPolicy::Never;
             } else if tok
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -1237,6 +1257,19 @@ impl KmsSink {
         Ok(Presented { released, verified })
     }
 
+    /// [`KmsSink::present`] for a sink that holds frames: the frame it replaced waits in
+    /// [`Sink::take_released`]. Returns the writeback verdict (`None`: not verifying).
+    pub fn show(
+        &mut self,
+        id: u32,
+        seq: u64,
+        acquire: Option<SyncFile>,
+    ) -> Result<Option<bool>, KmsError> {
+        let p = self.present(id, seq, acquire)?;
+        self.to_release.extend(p.released);
+        Ok(p.verified)
+    }
+
     /// Adds another writeback job for the frame on screen (same framebuffer).
     fn requeue_writeback(&mut self, seq: u64) -> Result<(), KmsError> {
         self.wait_flip(FLIP_TIMEOUT)?;
@@ -2031,10 +2064,9 @@ impl Sink for KmsSink {
 
     fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
         self.import(frame.id, frame.buffer)?;
-        let p = self.present(frame.id, frame.seq, frame.acquire)?;
-        self.to_release.extend(p.released);
+        let verified = self.show(frame.id, frame.seq, frame.acquire)?;
         Ok(FrameOut {
-            verified: p.verified == Some(true),
+            verified: verified == Some(true),
             dropped: false,
             release: None,
         })

@@ -2,6 +2,7 @@
 //! generator, `null` only takes and returns buffers, `png:DIR` writes pictures; the Vulkan and
 //! KMS sinks import the buffers into a GPU or display. [`open`] builds one from its name.
 
+pub mod display;
 pub mod kms;
 pub mod null;
 pub mod png;
@@ -137,6 +138,11 @@ pub trait Sink {
         0
     }
 
+    /// Frames converted on the GPU before use (the display's conversion stage).
+    fn frames_converted(&self) -> u64 {
+        0
+    }
+
     /// Called at the end of the stream.
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -165,7 +171,7 @@ pub fn open(spec: &str) -> Result<Box<dyn Sink>, SinkError> {
         ("null", "") => Ok(Box::new(null::NullSink::default())),
         ("png", dir) if !dir.is_empty() => Ok(Box::new(png::PngSink::new(dir.into())?)),
         ("vulkan", rest) => Ok(Box::new(vulkan::VulkanSink::open(rest)?)),
-        ("kms", rest) => Ok(Box::new(kms::KmsSink::from_spec(rest)?)),
+        ("kms", rest) => Ok(Box::new(display::DisplaySink::from_spec(rest)?)),
         _ => Err(SinkError::UnknownName(spec.to_owned())),
     }
 }

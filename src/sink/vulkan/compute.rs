@@ -39,10 +39,15 @@ pub(crate) struct Params {
     rows0: u32,
     words0: u32,
     words1: u32,
+    out_offset: u32,
+    out_stride: u32,
 }
 
+/// Size of [`Params`] as pushed.
+const PARAMS_SIZE: usize = 64;
+
 impl Params {
-    fn bytes(&self) -> [u8; 56] {
+    fn bytes(&self) -> [u8; PARAMS_SIZE] {
         let v = [
             self.format,
             self.width,
@@ -58,8 +63,10 @@ impl Params {
             self.rows0,
             self.words0,
             self.words1,
+            self.out_offset,
+            self.out_stride,
         ];
-        let mut out = [0u8; 56];
+        let mut out = [0u8; PARAMS_SIZE];
         for (i, w) in v.iter().enumerate() {
             out[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
@@ -158,9 +165,9 @@ impl Engine {
         let ranges = [vk::PushConstantRange::default()
             .stage_flags(vk::ShaderStageFlags::COMPUTE)
             .offset(0)
-            .size(56)];
+            .size(PARAMS_SIZE as u32)];
         let set_layouts = [guard.set_layout];
-        // Rule: push-constant size (56) is a multiple of 4 and within maxPushConstantsSize
+        // Rule: push-constant size (64) is a multiple of 4 and within maxPushConstantsSize
         // (at least 128 on every device).
         let info = vk::PipelineLayoutCreateInfo::default()
             .set_layouts(&set_layouts)
@@ -263,7 +270,7 @@ impl Engine {
             let layout = FrameLayout::linear(fourcc, 64, 2, 64)
                 .map_err(|e| VulkanError::Other(e.to_string()))?;
             let import = super::import::scratch(&self.gpu, &layout, images)?;
-            let slot = Slot::new(self, import, &layout, true)?;
+            let slot = Slot::new(self, import, &layout, Output::Rgba)?;
             let cmds = [slot.command_buffer()];
             let submit = vk::SubmitInfo::default().command_buffers(&cmds);
             // SAFETY: the command buffer is recorded and not pending; the fence is unsignalled
@@ -298,6 +305,17 @@ impl Drop for Engine {
     }
 }
 
+/// Where a slot's converted pixels go.
+pub(crate) enum Output {
+    /// Nowhere: the slot only checksums.
+    None,
+    /// Tightly packed RGBA8 rows in host-visible memory (PNG pictures, the benchmark).
+    Rgba,
+    /// XR24 rows written straight into a display buffer, imported as a storage buffer
+    /// (the conversion stage in front of a KMS plane).
+    Display(Box<Import>, FrameLayout),
+}
+
 /// One imported buffer, ready to run.
 pub(crate) struct Slot {
     pub(crate) import: Import,
@@ -310,6 +328,8 @@ pub(crate) struct Slot {
     checksum: *const u32,
     // Outputs' buffers and memory; dropped after the set and command buffer are freed.
     _outputs: Objects,
+    /// The display buffer conversions are written to, if any.
+    target: Option<Box<Import>>,
     engine: Arc<Engine>,
 }
 
@@ -319,7 +339,7 @@ impl Slot {
         engine: &Arc<Engine>,
         import: Import,
         layout: &FrameLayout,
-        convert: bool,
+        output: Output,
     ) -> Result<Slot, VulkanError> {
         let gpu = &engine.gpu;
         let d = &gpu.device;
@@ -331,7 +351,40 @@ impl Slot {
         };
         let rows = (rows0 + rows1) as usize;
         let mut outputs = Objects::new(gpu);
-        let rgba_size = layout.width as u64 * layout.height as u64 * 4;
+        let rgba_size = match output {
+            Output::Rgba => layout.width as u64 * layout.height as u64 * 4,
+            Output::None | Output::Display(..) => 4,
+        };
+        // (mode, first word, words per row, the display buffer) of the conversion.
+        let (convert, out_offset, out_stride, target) =
+            match output {
+                Output::None => (0, 0, 0, None),
+                Output::Rgba => (1, 0, 0, None),
+                Output::Display(import, to) => {
+                    let plane = &to.planes[0];
+                    if to.fourcc != Fourcc::XR24
+                        || (to.width, to.height) != (layout.width, layout.height)
+                        || plane.offset % 4 != 0
+                        || plane.stride % 4 != 0
+                    {
+                        return Err(VulkanError::Other(format!(
+                        "display buffer {} {}x{} (offset {}, stride {}) cannot take a converted \
+                         {}x{} frame: it must be XR24 of the same size, 4-byte aligned",
+                        to.fourcc, to.width, to.height, plane.offset, plane.stride,
+                        layout.width, layout.height
+                    )));
+                    }
+                    let Reads::Buffers { .. } = import.reads else {
+                        return Err(VulkanError::Other(
+                            "the display buffer must be imported as a storage buffer".into(),
+                        ));
+                    };
+                    let offset = u32::try_from(plane.offset / 4).map_err(|_| {
+                        VulkanError::Other("display buffer offset exceeds 16 GiB".into())
+                    })?;
+                    (2, offset, plane.stride / 4, Some(import))
+                }
+            };
         let (rgba_buf, rgba, _) =
             host_buffer(gpu, &mut outputs, rgba_size, vk::BufferUsageFlags::empty())?;
         let (sums_buf, row_sums, _) = host_buffer(
@@ -366,8 +419,12 @@ impl Slot {
             Reads::Buffers { buffers, .. } => (buf_info(buffers[0]), buf_info(buffers[1])),
             Reads::Images { .. } => (buf_info(vk::Buffer::null()), buf_info(vk::Buffer::null())),
         };
+        let rgba_target = match target.as_ref().map(|t| t.reads) {
+            Some(Reads::Buffers { buffers, .. }) => buffers[0],
+            _ => rgba_buf,
+        };
         let (out_rgba, out_sums, out_sum) =
-            (buf_info(rgba_buf), buf_info(sums_buf), buf_info(sum_buf));
+            (buf_info(rgba_target), buf_info(sums_buf), buf_info(sum_buf));
         let img = |v: vk::ImageView| {
             [vk::DescriptorImageInfo {
                 sampler: vk::Sampler::null(),
@@ -432,7 +489,7 @@ impl Slot {
             format: format_code(layout.fourcc).map_err(free_set)?,
             width: layout.width,
             height: layout.height,
-            convert: convert as u32,
+            convert,
             offset0: to32(pl(0).0, "plane 0 offset").map_err(free_set)?,
             stride0: pl(0).1,
             offset1: to32(pl(1).0, "plane 1 offset").map_err(free_set)?,
@@ -447,6 +504,8 @@ impl Slot {
             rows1,
             words0: words[0],
             words1: words[1],
+            out_offset,
+            out_stride,
         };
         let info = vk::CommandBufferAllocateInfo::default()
             .command_pool(engine.command_pool)
@@ -466,6 +525,7 @@ impl Slot {
             row_sums: row_sums.cast(),
             checksum: checksum.cast(),
             _outputs: outputs,
+            target,
             engine: engine.clone(),
         };
         // On failure `slot` drops, freeing the command buffer, the set and the outputs.
@@ -491,29 +551,26 @@ impl Slot {
         // family (the producer's device or CPU) before the shader reads it, released back after.
         // Linear / explicit-modifier images keep no hidden layout state: GENERAL both ways.
         // (source family, destination family, source access, destination access) of one direction.
-        let transfer = |acquire: bool| {
+        let transfer = |acquire: bool, access: vk::AccessFlags| {
             if acquire {
-                (
-                    foreign,
-                    ours,
-                    vk::AccessFlags::empty(),
-                    vk::AccessFlags::SHADER_READ,
-                )
+                (foreign, ours, vk::AccessFlags::empty(), access)
             } else {
-                (
-                    ours,
-                    foreign,
-                    vk::AccessFlags::SHADER_READ,
-                    vk::AccessFlags::empty(),
-                )
+                (ours, foreign, access, vk::AccessFlags::empty())
             }
         };
+        // The frame is read; a display buffer (the conversion's target) is written.
+        let targets = self.target.iter().flat_map(|t| t.foreign_buffers.iter());
+        let buffers = self
+            .import
+            .foreign_buffers
+            .iter()
+            .map(|b| (b, vk::AccessFlags::SHADER_READ))
+            .chain(targets.map(|b| (b, vk::AccessFlags::SHADER_WRITE)));
         let buffer_barriers = |acquire: bool| -> Vec<vk::BufferMemoryBarrier<'static>> {
-            self.import
-                .foreign_buffers
-                .iter()
-                .map(|b| {
-                    let (src, dst, src_access, dst_access) = transfer(acquire);
+            buffers
+                .clone()
+                .map(|(b, access)| {
+                    let (src, dst, src_access, dst_access) = transfer(acquire, access);
                     vk::BufferMemoryBarrier::default()
                         .src_access_mask(src_access)
                         .dst_access_mask(dst_access)
@@ -530,7 +587,8 @@ impl Slot {
                 .foreign_images
                 .iter()
                 .map(|i| {
-                    let (src, dst, src_access, dst_access) = transfer(acquire);
+                    let (src, dst, src_access, dst_access) =
+                        transfer(acquire, vk::AccessFlags::SHADER_READ);
                     vk::ImageMemoryBarrier::default()
                         .src_access_mask(src_access)
                         .dst_access_mask(dst_access)
@@ -543,6 +601,8 @@ impl Slot {
                 })
                 .collect()
         };
+        let foreign_transfers =
+            self.import.is_foreign() || self.target.as_ref().is_some_and(|t| t.is_foreign());
         let begin = vk::CommandBufferBeginInfo::default();
         // SAFETY: the command buffer is ours, not pending (a new one, or one whose fence was
         // waited for), recorded on this thread; every handle recorded lives as long as the
@@ -600,7 +660,7 @@ impl Slot {
                     &init,
                 );
             }
-            if self.import.is_foreign() {
+            if foreign_transfers {
                 d.cmd_pipeline_barrier(
                     cmd,
                     vk::PipelineStageFlags::TOP_OF_PIPE,
@@ -656,7 +716,7 @@ impl Slot {
                 &[],
                 &[],
             );
-            if self.import.is_foreign() {
+            if foreign_transfers {
                 d.cmd_pipeline_barrier(
                     cmd,
                     vk::PipelineStageFlags::COMPUTE_SHADER,

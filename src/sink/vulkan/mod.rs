@@ -28,7 +28,7 @@ pub use device::{
 };
 pub use import::ImportMode;
 
-use self::compute::{Engine, Slot};
+use self::compute::{Engine, Output, Slot};
 use super::{wait_acquire, FrameIn, FrameOut, Sink, SinkError, ACQUIRE_TIMEOUT};
 use crate::buffer::Buffer;
 use crate::format::{Fourcc, FrameLayout, Modifier};
@@ -230,6 +230,11 @@ impl VulkanSink {
         &self.stats
     }
 
+    /// Whether frames are checked against a generator pattern.
+    pub fn has_pattern(&self) -> bool {
+        self.pattern.is_some()
+    }
+
     /// Sets the generator pattern to verify against (what `start` learns from the producer).
     pub fn set_pattern(&mut self, pattern: Option<Pattern>) {
         self.pattern = pattern;
@@ -297,6 +302,63 @@ impl VulkanSink {
     }
 }
 
+impl VulkanSink {
+    /// Imports `buffer` as buffer `id`; its frames are converted into `display` (an XR24
+    /// dma-buf of the same size, written in place by the shader) instead of host memory.
+    /// The conversion stage in front of a KMS plane that cannot scan `buffer`'s format out.
+    pub fn add_buffer_into(
+        &mut self,
+        id: u32,
+        buffer: &Buffer,
+        display: &Buffer,
+    ) -> Result<(), SinkError> {
+        self.add_slot(id, buffer, Some(display))
+    }
+
+    fn add_slot(
+        &mut self,
+        id: u32,
+        buffer: &Buffer,
+        display: Option<&Buffer>,
+    ) -> Result<(), SinkError> {
+        let i = id as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i] = None;
+        let imported = import::import(&self.engine.gpu, buffer, self.opts.mode)?;
+        log::info!(
+            "vulkan: buffer {id} ({} {} {}x{}): {}",
+            buffer.kind(),
+            buffer.layout().fourcc,
+            buffer.layout().width,
+            buffer.layout().height,
+            imported.note
+        );
+        self.stats.imports.push(ImportInfo {
+            id,
+            path: imported.path,
+            note: imported.note.clone(),
+        });
+        let output = match display {
+            Some(d) => {
+                if !d.kind().is_dma_buf() {
+                    return Err(SinkError::Unsupported(format!(
+                        "vulkan: the display buffer for buffer {id} is {}, not a dma-buf",
+                        d.kind()
+                    )));
+                }
+                let target = import::import(&self.engine.gpu, d, ImportMode::Buffer)?;
+                Output::Display(Box::new(target), d.layout().clone())
+            }
+            None if self.opts.convert => Output::Rgba,
+            None => Output::None,
+        };
+        self.slots[i] = Some(Slot::new(&self.engine, imported, buffer.layout(), output)?);
+        Ok(())
+    }
+}
+
 impl Drop for VulkanSink {
     fn drop(&mut self) {
         self.slots.clear();
@@ -361,32 +423,7 @@ impl Sink for VulkanSink {
     }
 
     fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
-        let i = id as usize;
-        if self.slots.len() <= i {
-            self.slots.resize_with(i + 1, || None);
-        }
-        self.slots[i] = None;
-        let imported = import::import(&self.engine.gpu, buffer, self.opts.mode)?;
-        log::info!(
-            "vulkan: buffer {id} ({} {} {}x{}): {}",
-            buffer.kind(),
-            buffer.layout().fourcc,
-            buffer.layout().width,
-            buffer.layout().height,
-            imported.note
-        );
-        self.stats.imports.push(ImportInfo {
-            id,
-            path: imported.path,
-            note: imported.note.clone(),
-        });
-        self.slots[i] = Some(Slot::new(
-            &self.engine,
-            imported,
-            buffer.layout(),
-            self.opts.convert,
-        )?);
-        Ok(())
+        self.add_slot(id, buffer, None)
     }
 
     fn remove_buffer(&mut self, id: u32) {
