@@ -1,17 +1,20 @@
 //! Camera to display, in one process, with no pixel copies: a V4L2 camera's buffers (exported as
-//! dma-bufs, or our dma-bufs the camera writes into) are scanned out by KMS as they are.
+//! dma-bufs, or our dma-bufs the camera writes into) are scanned out by KMS as they are, or,
+//! where the plane cannot scan the camera's format out (YUYV, NV12), converted by a Vulkan
+//! compute shader straight into XR24 display buffers first.
 //!
 //! ```text
 //! cargo run --release --features v4l2 --example camera_to_display -- \
-//!     [--camera /dev/videoN] [--display kms-spec] [--frames N] [--fps N] [--verify]
+//!     [--camera /dev/videoN] [--display kms-spec] [--format FOURCC] [--frames N] [--fps N] [--verify]
 //! ```
 //! `--display` takes what `--sink kms:…` takes (`vkms`, `/dev/dri/card1`, `connector=HDMI-A-1`);
-//! `--verify` captures every frame through the writeback connector (vkms) and compares it with
-//! the camera's buffer. In the VM: `ci/vm-run target/release/examples/camera_to_display --verify`.
+//! (`…:convert` always converts, `…:direct` never); `--verify` captures every frame through the
+//! writeback connector (vkms) and compares it with the buffer on screen (and each conversion
+//! with the CPU's). In the VM:
+//! `ci/vm-run target/release/examples/camera_to_display --verify [--format YUYV]`.
 //!
-//! The format is one both ends take: the first the camera offers that the display's primary
-//! plane scans out. Where there is none (a YUYV-only camera on a plane without YUV), the example
-//! says so; converting on the GPU (Vulkan YUYV/NV12 → XR24) is the two-process pipeline's job.
+//! The format is negotiated as in the two-process pipeline: one the plane scans out if the
+//! camera offers it, else one the conversion reads; `--format` asks for one.
 
 #[cfg(not(feature = "v4l2"))]
 fn main() {
@@ -33,7 +36,11 @@ fn run() -> anyhow::Result<()> {
 
     use anyhow::{bail, Context};
     use frameshare::format::Fourcc;
+    use frameshare::ipc::PeerInfo;
+    use frameshare::pipeline::negotiate_camera_format;
+    use frameshare::sink::display::DisplaySink;
     use frameshare::sink::kms::{KmsOptions, KmsSink};
+    use frameshare::sink::{FrameIn, Sink};
     use frameshare::source::v4l2::{self, Mode, V4l2Config, V4l2Source};
 
     let mut camera: Option<std::path::PathBuf> = None;
@@ -41,6 +48,7 @@ fn run() -> anyhow::Result<()> {
     let mut frames = 300u64;
     let mut verify = false;
     let mut fps: Option<f64> = None;
+    let mut format: Option<Fourcc> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -49,8 +57,9 @@ fn run() -> anyhow::Result<()> {
             "--frames" => frames = args.next().context("--frames N")?.parse()?,
             "--verify" => verify = true,
             "--fps" => fps = Some(args.next().context("--fps N")?.parse()?),
+            "--format" => format = Some(args.next().context("--format FOURCC")?.parse()?),
             "-h" | "--help" => {
-                println!("camera_to_display [--camera /dev/videoN] [--display kms-spec] [--frames N] [--fps N] [--verify]");
+                println!("camera_to_display [--camera /dev/videoN] [--display kms-spec] [--format FOURCC] [--frames N] [--fps N] [--verify]");
                 return Ok(());
             }
             other => bail!("unknown argument {other:?}"),
@@ -59,7 +68,7 @@ fn run() -> anyhow::Result<()> {
 
     let mut opts = KmsOptions::parse(&display)?;
     opts.verify_writeback |= verify;
-    let mut kms = KmsSink::open(opts)?;
+    let mut sink = DisplaySink::new(KmsSink::open(opts.clone())?, &opts);
 
     // The camera: the one named, else the first capture device; its formats as frameshare
     // names them.
@@ -76,17 +85,16 @@ fn run() -> anyhow::Result<()> {
         .iter()
         .filter_map(|(_, drm, _)| drm.as_deref()?.parse().ok())
         .collect();
-    let scans: Vec<Fourcc> = kms.formats().iter().map(|f| f.fourcc).collect();
-    let Some(fourcc) = offered.iter().copied().find(|f| scans.contains(f)) else {
-        bail!(
-            "no format in common: the camera {} offers {:?}, the plane of {} scans out {:?}; \
-             a Vulkan YUYV/NV12 → XR24 conversion is needed (the two-process pipeline's job)",
-            cam.path,
-            offered.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
-            kms.device().display(),
-            scans.iter().map(|f| f.to_string()).collect::<Vec<_>>()
-        );
+    // What the plane scans out first, then what the Vulkan conversion reads: the same
+    // negotiation the two-process pipeline does.
+    let caps = sink.caps();
+    let display_peer = PeerInfo {
+        formats: caps.formats,
+        name: caps.name,
+        ..Default::default()
     };
+    let fourcc = negotiate_camera_format(&cam.path, &offered, format, &display_peer)?
+        .context("the display listed no formats")?;
 
     let mut src = V4l2Source::open(&V4l2Config {
         device: Some(cam.path.clone().into()),
@@ -105,7 +113,7 @@ fn run() -> anyhow::Result<()> {
         );
     }
     for (i, b) in prepared.buffers.iter().enumerate() {
-        kms.import(i as u32, b)?;
+        sink.add_buffer(i as u32, b)?;
     }
     println!(
         "{} ({}) {} {}x{} → {} ({}), {} mode",
@@ -114,47 +122,57 @@ fn run() -> anyhow::Result<()> {
         fourcc,
         src.layout().width,
         src.layout().height,
-        kms.device().display(),
-        kms.connector_name(),
+        sink.kms().device().display(),
+        sink.kms().connector_name(),
         prepared.mode.name()
     );
 
     src.start()?;
     let start = Instant::now();
+    let (mut shown, mut verified) = (0u64, 0u64);
     for _ in 0..frames {
         let f = src.next_frame(Duration::from_secs(5))?;
         if f.corrupt {
             src.requeue(f.index)?;
             continue;
         }
-        let p = kms.present(f.index, f.sequence, None)?;
-        if let Some(r) = p.released {
-            // The camera takes no fences: wait until the display let go, then give it back.
-            if let Some(fence) = r.fence {
+        let out = sink.frame(FrameIn {
+            id: f.index,
+            seq: f.sequence,
+            buffer: &prepared.buffers[f.index as usize],
+            acquire: None,
+        })?;
+        shown += 1;
+        verified += out.verified as u64;
+        // A buffer goes back to the camera once it left the screen (the camera takes no
+        // fences: wait for the display's release fence here).
+        for r in sink.take_released() {
+            if let Some(fence) = r.release {
                 fence.wait(Duration::from_secs(3))?;
             }
             src.requeue(r.id)?;
         }
     }
-    for r in kms.release_all()? {
+    sink.finish()?;
+    for r in sink.take_released() {
         src.requeue(r.id)?;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let st = kms.stats();
     println!(
-        "{} frames in {elapsed:.2} s ({:.1} fps), {} flips, {}, bytes copied {}",
-        st.commits,
-        st.commits as f64 / elapsed,
-        st.flips,
-        if verify {
-            format!("verified by writeback {}/{}", st.verified, st.commits)
+        "{shown} frames in {elapsed:.2} s ({:.1} fps), {} flips, {} converted on the GPU, {}, \
+         bytes copied {}",
+        shown as f64 / elapsed,
+        sink.kms().stats().flips,
+        sink.frames_converted(),
+        if opts.verify_writeback {
+            format!("verified {verified}/{shown}")
         } else {
             "writeback off".into()
         },
-        src.bytes_copied()
+        src.bytes_copied() + sink.bytes_copied()
     );
-    if verify && st.mismatches > 0 {
-        bail!("{} frames differed on screen", st.mismatches);
+    if opts.verify_writeback && verified < shown {
+        bail!("{} frames were not verified on screen", shown - verified);
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use frameshare::alloc::{memfd::MemfdAllocator, Allocator};
 use frameshare::format::{Fourcc, FrameLayout};
 use frameshare::ipc::consumer::{Consumer, ConsumerCaps, Event};
 use frameshare::ipc::producer::{PoolPolicy, Producer, ProducerOptions};
-use frameshare::ipc::socket::Channel;
+use frameshare::ipc::socket::{Channel, ChannelError};
 use frameshare::ipc::wire::{self, Message, Role};
 use frameshare::ipc::{all_kinds, SessionError};
 
@@ -263,4 +263,83 @@ fn wrong_role_in_hello_is_rejected() {
         matches!(&err, SessionError::Protocol(m) if m.contains("expected the producer's Hello")),
         "{err}"
     );
+}
+
+/// A consumer that takes frames but gives none back is reported stalled: after
+/// `first_release_timeout` while it has released nothing (its first frames may wait for
+/// one-time setup), after the shorter `release_timeout` once it has released one.
+#[test]
+fn a_consumer_that_keeps_its_buffers_is_reported_stalled() {
+    use std::time::Instant;
+    let (p, mut c) = Channel::pair().unwrap();
+    let (release_one, wait_release) = std::sync::mpsc::channel::<()>();
+    let consumer = thread::spawn(move || {
+        let (hello, _) = c.recv().unwrap();
+        assert!(matches!(hello, Message::Hello { .. }));
+        let hello = Message::Hello {
+            role: Role::Consumer,
+            features: 0,
+            kinds: all_kinds(),
+            formats: vec![],
+            name: "hoarder".into(),
+        };
+        c.send(&hello, &[]).unwrap();
+        // Keep every frame; give frame 0 back only when told; stop when the producer is gone.
+        loop {
+            if wait_release.try_recv().is_ok() {
+                let r = Message::Release {
+                    id: 0,
+                    seq: 0,
+                    flags: 0,
+                };
+                c.send(&r, &[]).unwrap();
+            }
+            match c.recv_timeout(Some(Duration::from_millis(20))) {
+                Ok(_) | Err(ChannelError::Timeout(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let opts = ProducerOptions {
+        policy: PoolPolicy::Wait,
+        release_timeout: Duration::from_millis(300),
+        first_release_timeout: Duration::from_millis(1200),
+        ..Default::default()
+    };
+    let mut prod = Producer::connect(p, opts, 0).unwrap();
+    for _ in 0..2 {
+        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
+            .unwrap();
+    }
+    for seq in 0..2 {
+        let id = prod.acquire().unwrap().expect("a free buffer");
+        prod.submit(id, seq, None).unwrap();
+    }
+    // Nothing released yet: the first-release timeout applies.
+    let t = Instant::now();
+    let err = prod.acquire().unwrap_err();
+    let waited = t.elapsed();
+    assert!(
+        matches!(err, SessionError::Stalled(d) if d == Duration::from_millis(1200)),
+        "{err}"
+    );
+    assert!(waited >= Duration::from_millis(1200), "{waited:?}");
+    // One release: buffer 0 comes back and is reused; then the short timeout applies.
+    release_one.send(()).unwrap();
+    let id = prod.acquire().unwrap().expect("buffer 0 back");
+    assert_eq!(id, 0);
+    prod.submit(id, 2, None).unwrap();
+    let t = Instant::now();
+    let err = prod.acquire().unwrap_err();
+    let waited = t.elapsed();
+    assert!(
+        matches!(err, SessionError::Stalled(d) if d == Duration::from_millis(300)),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(1200),
+        "{waited:?}"
+    );
+    drop(prod);
+    consumer.join().unwrap();
 }

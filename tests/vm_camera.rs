@@ -570,3 +570,51 @@ fn two_process_camera_import_and_copy_modes() {
         assert_eq!(v["bytes_copied"], copied, "{mode}: {v}");
     }
 }
+
+/// `examples/camera_to_display` (built by `cargo test` beside the test binaries) shows vivid on
+/// vkms in one process: direct XR24, and YUYV through the Vulkan conversion, every frame
+/// verified through writeback.
+#[test]
+fn camera_to_display_example_direct_and_converted() {
+    if !common::need("/dev/dri/card1") {
+        return;
+    }
+    let Some((node, _camera)) = vivid_path() else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples/camera_to_display"))
+        .unwrap();
+    assert!(example.exists(), "{} not built", example.display());
+    for (format, converted) in [("XR24", ", 0 converted"), ("YUYV", ", 40 converted")] {
+        let out = std::process::Command::new(&example)
+            .args([
+                "--camera",
+                &node,
+                "--display",
+                "vkms",
+                "--format",
+                format,
+                "--frames",
+                "40",
+                "--fps",
+                "30",
+                "--verify",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{format}: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(converted), "{format}: {stdout}");
+        assert!(stdout.contains("verified 40/40"), "{format}: {stdout}");
+        assert!(stdout.contains("bytes copied 0"), "{format}: {stdout}");
+    }
+}
