@@ -59,6 +59,16 @@ pub const WRITEBACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one writeback job may take before it counts as dropped and is queued again.
 pub const WRITEBACK_STALL: Duration = Duration::from_millis(400);
 
+/// How often a frame whose capture does not match is captured again before it counts as a
+/// mismatch (see [`KmsSink::present`]): the screen does not change between captures, so a real
+/// mismatch stays one, while vkms's races (a job completed without being composed, or composed
+/// from the state before this commit) do not repeat three times in a row.
+pub const WRITEBACK_RECAPTURES: u32 = 3;
+
+/// What the writeback target is filled with before each capture: a capture vkms completed
+/// without writing shows as this, not as the previous frame.
+pub const WRITEBACK_SENTINEL: u8 = 0x5a;
+
 /// Errors from the KMS sink.
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
@@ -1289,29 +1299,34 @@ impl KmsSink {
     }
 
     /// Waits for this frame's writeback and compares it with what the frame must show. A
-    /// mismatch is captured once more before it counts: vkms (6.12) can complete a writeback
-    /// job with the previous frame's contents when its deferred cleanup races the next commit,
-    /// and the framebuffer on screen does not change between the two captures, so a second
-    /// capture that matches proves what the display shows; one that does not is a real mismatch.
+    /// mismatch is captured again, up to [`WRITEBACK_RECAPTURES`] times, before it counts:
+    /// vkms (6.12) can complete a writeback job without composing into it (its worker reads
+    /// the job pointer before the commit that sets it) or from the CRTC state before this
+    /// commit, and the framebuffer on screen does not change between captures, so a capture
+    /// that matches proves what the display shows; only repeated mismatches are real ones.
     fn check_writeback(&mut self, id: u32, seq: u64) -> Result<bool, KmsError> {
-        let why = match self.capture_and_compare(id, seq)? {
+        let mut why = match self.capture_and_compare(id, seq)? {
             Ok(()) => return Ok(true),
             Err(why) => why,
         };
-        log::debug!(
-            "KMS writeback: frame {seq} (buffer {id}) mismatched once ({why}); capturing again"
-        );
-        self.stats.writeback_retries += 1;
-        self.requeue_writeback(seq)?;
-        match self.capture_and_compare(id, seq)? {
-            Ok(()) => Ok(true),
-            Err(why) => {
-                if self.stats.mismatches < 5 {
-                    log::error!("KMS writeback: frame {seq} (buffer {id}): {why}");
-                }
-                Ok(false)
-            }
+        for _ in 0..WRITEBACK_RECAPTURES {
+            log::debug!(
+                "KMS writeback: frame {seq} (buffer {id}) mismatched ({why}); capturing again"
+            );
+            self.stats.writeback_retries += 1;
+            self.requeue_writeback(seq)?;
+            why = match self.capture_and_compare(id, seq)? {
+                Ok(()) => return Ok(true),
+                Err(why) => why,
+            };
         }
+        if self.stats.mismatches < 5 {
+            log::error!(
+                "KMS writeback: frame {seq} (buffer {id}), {} captures: {why}",
+                WRITEBACK_RECAPTURES + 1
+            );
+        }
+        Ok(false)
     }
 
     /// One capture of the frame on screen, compared with what it must show.
@@ -1352,7 +1367,29 @@ impl KmsSink {
         let wb_access = wb.access()?;
         let dst = &wb_access;
         let result = match (&spec, imp.mapping.as_mut()) {
-            (Some(f), _) => compare_rows(layout.fourcc, pl, |y| f.row(0, y), |y| dst.row(0, y)),
+            (Some(f), _) => {
+                compare_rows(layout.fourcc, pl, |y| f.row(0, y), |y| dst.row(0, y)).map_err(|why| {
+                    // Name a stale capture: one that shows the frame before.
+                    let before = seq
+                        .checked_sub(1)
+                        .zip(self.scene.as_ref())
+                        .map(|(s, (_, scene))| scene.frame(s));
+                    match before {
+                        Some(b)
+                            if compare_rows(
+                                layout.fourcc,
+                                pl,
+                                |y| b.row(0, y),
+                                |y| dst.row(0, y),
+                            )
+                            .is_ok() =>
+                        {
+                            format!("{why}; the capture shows frame {} instead", seq - 1)
+                        }
+                        _ => why,
+                    }
+                })
+            }
             (None, Some(m)) => {
                 let a = m.access(Access::Read)?;
                 let src = &a;
@@ -1365,7 +1402,21 @@ impl KmsSink {
                 })
             }
         };
-        Ok(result)
+        // Tell a job the driver completed without writing from a wrong picture.
+        let untouched = (0..pl.src_h)
+            .step_by(pl.src_h.max(8) as usize / 8)
+            .all(|y| {
+                dst.row(0, pl.crtc_y + y)
+                    .iter()
+                    .all(|&b| b == WRITEBACK_SENTINEL)
+            });
+        Ok(result.map_err(|why| {
+            if untouched {
+                format!("{why} (the capture was never written: the job completed uncomposed)")
+            } else {
+                why
+            }
+        }))
     }
 
     /// Takes the frame on screen down and hands it back: turns the plane off (or, where the
@@ -1799,7 +1850,7 @@ pub mod writeback {
                 size: pitch as u64 * height as u64,
             };
             let made = Buffer::from_fds(BufferKind::DrmDumb, layout.clone(), vec![fd])
-                .and_then(|b| b.map(false));
+                .and_then(|b| b.map(true));
             let mapping = match made {
                 Ok(m) => m,
                 Err(e) => {
@@ -1829,8 +1880,17 @@ pub mod writeback {
             Ok(())
         }
 
-        /// Adds this frame's writeback job to a commit.
+        /// Adds this frame's writeback job to a commit, with the target filled with
+        /// [`WRITEBACK_SENTINEL`] first (no job is pending on it: each capture waits for its
+        /// fence before the next is queued).
         pub(super) fn add_job(&mut self, req: &mut AtomicModeReq) -> Result<(), KmsError> {
+            {
+                let t = self.target.as_mut().expect("target made");
+                let mut a = t.mapping.access(Access::Write)?;
+                for y in 0..t.height {
+                    a.row_mut(0, y).fill(WRITEBACK_SENTINEL);
+                }
+            }
             let fb = self.target.as_ref().expect("target made").fb;
             let c = self.connector;
             req.add_raw_property(
