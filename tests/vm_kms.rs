@@ -176,6 +176,26 @@ fn drm_dumb_ar24_writeback_pixel_exact() {
     }
 }
 
+/// GBM buffers (allocated on vkms's card node) imported by Vulkan: the Vulkan sink checksums
+/// every frame against the generator, and the display's conversion stage reads them on the GPU
+/// and writes what vkms then scans out, verified through writeback.
+#[cfg(feature = "gbm")]
+#[test]
+fn gbm_buffers_imported_by_vulkan() {
+    let Some(_display) = vkms() else {
+        return;
+    };
+    for sink in ["vulkan", "kms:vkms:verify-writeback:convert"] {
+        let v = common::run_json(&[
+            "--alloc", "gbm:vkms", "--sink", sink, "--size", "640x480", "--frames", "20",
+        ]);
+        assert_eq!(v["allocator"], "gbm", "{sink}: {v}");
+        assert_eq!(v["frames_delivered"], 20, "{sink}: {v}");
+        assert_eq!(v["frames_verified"], 20, "{sink}: {v}");
+        assert_eq!(v["bytes_copied"], 0, "{sink}: {v}");
+    }
+}
+
 #[cfg(feature = "gbm")]
 #[test]
 fn gbm_buffers_scan_out_pixel_exact() {

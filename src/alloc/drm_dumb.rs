@@ -73,7 +73,13 @@ pub fn cards() -> Vec<(PathBuf, String)> {
 }
 
 fn open_card(path: &Path) -> std::io::Result<Card> {
-    File::options().read(true).write(true).open(path).map(Card)
+    let card = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map(Card)?;
+    crate::sys::kms::drop_master(&card);
+    Ok(card)
 }
 
 /// Makes PRIME-exported dumb buffers on one DRM card.

@@ -87,6 +87,7 @@ impl GbmAllocator {
 
     fn try_node(path: &Path, driver: Option<&str>) -> Result<Self, String> {
         let file = DrmFile::open(path).map_err(|e| format!("open: {e}"))?;
+        file.drop_master();
         if let Some(want) = driver {
             if file.driver() != want {
                 return Err(format!("driver is {}, not {want}", file.driver()));

@@ -671,6 +671,11 @@ impl KmsSink {
     /// is chosen from the first frame's size).
     pub fn open(opts: KmsOptions) -> Result<KmsSink, KmsError> {
         let (card, output) = open_card(&opts.device, opts.connector.as_deref())?;
+        // Master comes with the first open of the node; where an allocator opened it first
+        // and gave master up since, take it (root or a former master may).
+        if let Err(e) = card.acquire_master_lock() {
+            log::debug!("KMS: SET_MASTER: {e} (commits will tell if another process drives it)");
+        }
         let addfb_modifiers = card
             .get_driver_capability(DriverCapability::AddFB2Modifiers)
             .is_ok_and(|v| v != 0);

@@ -61,6 +61,13 @@ impl DrmFile {
         Ok(f)
     }
 
+    /// Gives DRM master up if this open made us master (the first opener of a primary node
+    /// becomes it): a process that only allocates must not keep the display from the one that
+    /// drives it. Not being master is fine.
+    pub fn drop_master(&self) {
+        drop_master(self);
+    }
+
     /// The node's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -69,6 +76,15 @@ impl DrmFile {
     /// The kernel driver (`vkms`, `vgem`, `i915`, …).
     pub fn driver(&self) -> &str {
         &self.driver
+    }
+}
+
+/// [`DrmFile::drop_master`] for any open DRM node.
+pub fn drop_master(card: &impl drm::Device) {
+    match card.release_master_lock() {
+        Ok(()) => log::debug!("DRM: gave up master (this process only allocates)"),
+        // EINVAL: not master; render nodes have none.
+        Err(e) => log::trace!("DRM: DROP_MASTER: {e}"),
     }
 }
 
