@@ -724,10 +724,11 @@ impl V4l2Source {
             .ok_or_else(|| {
                 V4l2Error::Usage(format!("no control named {name:?}"), self.path.clone())
             })?;
-        let value = if c.typ == v4l::control::Type::Boolean {
-            v4l::control::Value::Boolean(value != 0)
-        } else {
-            v4l::control::Value::Integer(value)
+        let value = match c.typ {
+            v4l::control::Type::Boolean => v4l::control::Value::Boolean(value != 0),
+            // A button has no value: setting it presses it.
+            v4l::control::Type::Button => v4l::control::Value::None,
+            _ => v4l::control::Value::Integer(value),
         };
         self.dev
             .set_control(v4l::control::Control { id: c.id, value })
