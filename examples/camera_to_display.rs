@@ -102,6 +102,7 @@ fn run() -> anyhow::Result<()> {
         size: None,
         fps,
         mode: Mode::Auto,
+        separate_planes: false,
     })?;
     // Import needs an allocator; export (tried first) does not.
     let (mut alloc, _) = frameshare::alloc::open("auto")?;

@@ -82,12 +82,15 @@ pub struct V4l2Config {
     pub fps: Option<f64>,
     /// How to get frames out.
     pub mode: Mode,
+    /// Prefer the multi-planar variant of a format (NV12 as `NM12`: each plane in its own
+    /// buffer, exported as its own fd) over the contiguous one.
+    pub separate_planes: bool,
 }
 
 impl V4l2Config {
     /// Parses what follows `v4l2` in `--source v4l2[:…]`: `:`/`,`-separated tokens, each a node
-    /// path (`/dev/video1`), a mode (`export`, `import`, `copy`, `auto`, or `mode=…`), or
-    /// `fps=N`.
+    /// path (`/dev/video1`), a mode (`export`, `import`, `copy`, `auto`, or `mode=…`),
+    /// `fps=N`, or `separate-planes` (see [`V4l2Config::separate_planes`]).
     pub fn parse(args: &str) -> Result<Self, String> {
         let mut c = V4l2Config::default();
         for tok in args.split([':', ',']).filter(|t| !t.is_empty()) {
@@ -100,6 +103,8 @@ impl V4l2Config {
                         .filter(|v: &f64| *v > 0.0)
                         .ok_or_else(|| format!("bad frame rate {f:?}"))?,
                 );
+            } else if tok == "separate-planes" {
+                c.separate_planes = true;
             } else {
                 c.mode = tok.strip_prefix("mode=").unwrap_or(tok).parse()?;
             }
@@ -562,9 +567,15 @@ impl V4l2Source {
                 .join(" ")
         };
         let pick = match cfg.fourcc {
-            Some(want) => v4l2_fourccs(want)
-                .into_iter()
-                .find(|f| offered.contains(f))
+            Some(want) => {
+                let mut candidates = v4l2_fourccs(want);
+                if cfg.separate_planes {
+                    candidates.reverse();
+                }
+                candidates
+            }
+            .into_iter()
+            .find(|f| offered.contains(f))
                 .ok_or_else(|| V4l2Error::Format {
                     path: self.path.clone(),
                     why: format!("no V4L2 format matches {want}"),
