@@ -603,6 +603,26 @@ impl Slot {
         };
         let foreign_transfers =
             self.import.is_foreign() || self.target.as_ref().is_some_and(|t| t.is_foreign());
+        // One global memory dependency: (stage, access) before → (stage, access) after.
+        let memory_barrier =
+            |src: (vk::PipelineStageFlags, vk::AccessFlags),
+             dst: (vk::PipelineStageFlags, vk::AccessFlags)| {
+                let mb = [vk::MemoryBarrier::default()
+                    .src_access_mask(src.1)
+                    .dst_access_mask(dst.1)];
+                // SAFETY: recorded into our command buffer between begin and end (below).
+                unsafe {
+                    d.cmd_pipeline_barrier(
+                        cmd,
+                        src.0,
+                        dst.0,
+                        vk::DependencyFlags::empty(),
+                        &mb,
+                        &[],
+                        &[],
+                    )
+                };
+            };
         let begin = vk::CommandBufferBeginInfo::default();
         // SAFETY: the command buffer is ours, not pending (a new one, or one whose fence was
         // waited for), recorded on this thread; every handle recorded lives as long as the
@@ -620,17 +640,15 @@ impl Slot {
                     d.cmd_copy_buffer(cmd, *src, *dst, &region);
                 }
                 if !st.device_copies.is_empty() {
-                    let mb = [vk::MemoryBarrier::default()
-                        .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                        .dst_access_mask(vk::AccessFlags::SHADER_READ)];
-                    d.cmd_pipeline_barrier(
-                        cmd,
-                        vk::PipelineStageFlags::TRANSFER,
-                        vk::PipelineStageFlags::COMPUTE_SHADER,
-                        vk::DependencyFlags::empty(),
-                        &mb,
-                        &[],
-                        &[],
+                    memory_barrier(
+                        (
+                            vk::PipelineStageFlags::TRANSFER,
+                            vk::AccessFlags::TRANSFER_WRITE,
+                        ),
+                        (
+                            vk::PipelineStageFlags::COMPUTE_SHADER,
+                            vk::AccessFlags::SHADER_READ,
+                        ),
                     );
                 }
             }
@@ -689,32 +707,25 @@ impl Slot {
             );
             // One workgroup per image row.
             d.cmd_dispatch(cmd, 1, params.height, 1);
-            let mb = [vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-                .dst_access_mask(vk::AccessFlags::SHADER_READ)];
-            d.cmd_pipeline_barrier(
-                cmd,
-                vk::PipelineStageFlags::COMPUTE_SHADER,
-                vk::PipelineStageFlags::COMPUTE_SHADER,
-                vk::DependencyFlags::empty(),
-                &mb,
-                &[],
-                &[],
+            memory_barrier(
+                (
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::AccessFlags::SHADER_WRITE,
+                ),
+                (
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::AccessFlags::SHADER_READ,
+                ),
             );
             // Same layout: the set and push constants stay bound across the pipeline switch.
             d.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, e.fold);
             d.cmd_dispatch(cmd, 1, 1, 1);
-            let mb = [vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-                .dst_access_mask(vk::AccessFlags::HOST_READ)];
-            d.cmd_pipeline_barrier(
-                cmd,
-                vk::PipelineStageFlags::COMPUTE_SHADER,
-                vk::PipelineStageFlags::HOST,
-                vk::DependencyFlags::empty(),
-                &mb,
-                &[],
-                &[],
+            memory_barrier(
+                (
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::AccessFlags::SHADER_WRITE,
+                ),
+                (vk::PipelineStageFlags::HOST, vk::AccessFlags::HOST_READ),
             );
             if foreign_transfers {
                 d.cmd_pipeline_barrier(
