@@ -343,3 +343,39 @@ fn a_consumer_that_keeps_its_buffers_is_reported_stalled() {
     drop(prod);
     consumer.join().unwrap();
 }
+
+/// A datagram the producer cannot decode is a protocol error it reports back (Bye naming what
+/// was wrong), not a silent hang-up.
+#[test]
+fn garbage_from_the_consumer_gets_a_bye() {
+    let (p, mut c) = Channel::pair().unwrap();
+    let producer = thread::spawn(move || {
+        let mut prod = Producer::connect(p, ProducerOptions::default(), 0).unwrap();
+        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
+            .unwrap();
+        let id = prod.acquire().unwrap().unwrap();
+        prod.submit(id, 0, None).unwrap();
+        // Waits for a release; gets garbage.
+        prod.acquire().map(|_| ())
+    });
+    let (hello, _) = c.recv().unwrap();
+    assert!(matches!(hello, Message::Hello { .. }));
+    let consumer_hello = Message::Hello {
+        role: Role::Consumer,
+        features: 0,
+        kinds: all_kinds(),
+        formats: vec![],
+        name: "noisy".into(),
+    };
+    c.send(&consumer_hello, &[]).unwrap();
+    assert!(matches!(c.recv().unwrap().0, Message::AddBuffer { .. }));
+    assert!(matches!(c.recv().unwrap().0, Message::Frame { .. }));
+    c.send_raw(b"\x00\x01 not a frameshare message", &[])
+        .unwrap();
+    let err = producer.join().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Protocol(m) if m.contains("malformed")),
+        "{err}"
+    );
+    expect_bye_containing(&mut c, "malformed");
+}

@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use super::producer::protocol_error;
+use super::producer::{protocol_error, recv_checked};
 use super::socket::Channel;
 use super::wire::{self, FormatCap, Message, Role, MAX_BUFFERS};
 use super::{monotonic_ns, PeerInfo, SessionError};
@@ -120,7 +120,7 @@ impl Consumer {
 
     /// Waits for the next event (forever if `timeout` is `None`).
     pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Event, SessionError> {
-        let (msg, fds) = self.chan.recv_timeout(timeout)?;
+        let (msg, fds) = recv_checked(&mut self.chan, timeout)?;
         self.handle(msg, fds)
     }
 

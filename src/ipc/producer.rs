@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use super::socket::Channel;
+use super::socket::{Channel, ChannelError};
 use super::wire::{self, Message, Role};
 use super::{monotonic_ns, PeerInfo, SessionError};
 use crate::buffer::{Access, Buffer, BufferMapping, CpuAccess};
@@ -440,7 +440,7 @@ impl Producer {
         let mut handled = false;
         let mut wait = timeout;
         while self.chan.wait_readable(wait)? {
-            let (msg, mut fds) = self.chan.recv()?;
+            let (msg, mut fds) = recv_checked(&mut self.chan, None)?;
             match msg {
                 Message::Release { id, seq, flags } => {
                     let slot = match self.slots.get_mut(id as usize) {
@@ -547,6 +547,20 @@ impl Producer {
         );
         drained?;
         Ok(self.stats)
+    }
+}
+
+/// Receives one message. A datagram that cannot be decoded (malformed, over-long, or with more
+/// fds than a message may carry) is a protocol error like any other: the peer is told (Bye).
+pub(crate) fn recv_checked(
+    chan: &mut Channel,
+    timeout: Option<Duration>,
+) -> Result<(Message, Vec<OwnedFd>), SessionError> {
+    match chan.recv_timeout(timeout) {
+        Err(
+            e @ (ChannelError::Wire(_) | ChannelError::Truncated | ChannelError::ControlTruncated),
+        ) => Err(protocol_error(chan, e.to_string())),
+        other => Ok(other?),
     }
 }
 
