@@ -478,6 +478,17 @@ pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, Pipe
                     }
                 }
             }
+            // No more frames: a holding sink lets go of everything now (the display takes
+            // its last frame off the screen) instead of after the idle timeout.
+            Event::EndOfStream { last_seq } => {
+                if holds {
+                    log::debug!("end of stream after frame {last_seq}: giving back held frames");
+                    if let Err(e) = sink.idle() {
+                        consumer.bye(wire::BYE_INTERNAL_ERROR, &e.to_string());
+                        break Err(e.into());
+                    }
+                }
+            }
             Event::Bye {
                 code: wire::BYE_DONE,
                 ..

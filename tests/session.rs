@@ -379,3 +379,53 @@ fn garbage_from_the_consumer_gets_a_bye() {
     );
     expect_bye_containing(&mut c, "malformed");
 }
+
+/// `finish` tells a consumer that announced `FEATURE_END_OF_STREAM` that no frame follows
+/// (so a display gives back the frame it still shows), waits for the release, then says Bye.
+#[test]
+fn finish_says_end_of_stream_to_a_consumer_that_takes_it() {
+    let (p, mut c) = Channel::pair().unwrap();
+    let producer = thread::spawn(move || {
+        let mut prod = Producer::connect(p, ProducerOptions::default(), 0).unwrap();
+        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
+            .unwrap();
+        let id = prod.acquire().unwrap().unwrap();
+        prod.submit(id, 41, None).unwrap();
+        prod.finish()
+    });
+    let (hello, _) = c.recv().unwrap();
+    assert!(matches!(hello, Message::Hello { .. }));
+    let consumer_hello = Message::Hello {
+        role: Role::Consumer,
+        features: wire::FEATURE_END_OF_STREAM,
+        kinds: all_kinds(),
+        formats: vec![],
+        name: "display".into(),
+    };
+    c.send(&consumer_hello, &[]).unwrap();
+    assert!(matches!(c.recv().unwrap().0, Message::AddBuffer { .. }));
+    assert!(matches!(
+        c.recv().unwrap().0,
+        Message::Frame { seq: 41, .. }
+    ));
+    // The frame stays "on screen" until the end of the stream is announced.
+    assert_eq!(
+        c.recv_timeout(Some(Duration::from_secs(5))).unwrap().0,
+        Message::EndOfStream { last_seq: 41 }
+    );
+    let release = Message::Release {
+        id: 0,
+        seq: 41,
+        flags: 0,
+    };
+    c.send(&release, &[]).unwrap();
+    assert!(matches!(
+        c.recv().unwrap().0,
+        Message::Bye {
+            code: wire::BYE_DONE,
+            ..
+        }
+    ));
+    let stats = producer.join().unwrap().unwrap();
+    assert_eq!((stats.produced, stats.released), (1, 1));
+}

@@ -36,6 +36,11 @@ pub enum Event {
     BufferRemoved(u32),
     /// A frame arrived; release it with [`Consumer::release`].
     Frame(IncomingFrame),
+    /// The producer sends no more frames: give back whatever is held.
+    EndOfStream {
+        /// The last frame's sequence number.
+        last_seq: u64,
+    },
     /// The producer said goodbye.
     Bye {
         /// Bye code (`wire::BYE_DONE` for a normal end).
@@ -93,7 +98,8 @@ impl Consumer {
         chan.send(
             &Message::Hello {
                 role: Role::Consumer,
-                features: caps.features,
+                // Every consumer session handles EndOfStream (it becomes an event).
+                features: caps.features | wire::FEATURE_END_OF_STREAM,
                 kinds: caps.kinds,
                 formats: caps.formats.clone(),
                 name: caps.name.clone(),
@@ -192,6 +198,7 @@ impl Consumer {
                     acquire,
                 }))
             }
+            Message::EndOfStream { last_seq } => Ok(Event::EndOfStream { last_seq }),
             Message::Bye { code, reason } => Ok(Event::Bye { code, reason }),
             other => Err(self.fail(format!("unexpected {} from the producer", other.name()))),
         }

@@ -135,6 +135,8 @@ pub struct Producer {
     fence_value: u32,
     /// Ids released since the last [`Producer::take_released`] (cleared by `acquire`).
     released: Vec<u32>,
+    /// The last frame sent.
+    last_seq: Option<u64>,
 }
 
 impl Producer {
@@ -203,6 +205,7 @@ impl Producer {
             timeline,
             fence_value: 0,
             released: Vec::new(),
+            last_seq: None,
         })
     }
 
@@ -377,6 +380,7 @@ impl Producer {
         slot.held = Some(seq);
         self.chan.send(&msg, &fds)?;
         self.stats.produced += 1;
+        self.last_seq = Some(seq);
         Ok(())
     }
 
@@ -535,8 +539,15 @@ impl Producer {
         Ok(())
     }
 
-    /// Ends the session: waits for outstanding releases (up to `release_timeout`), says Bye.
+    /// Ends the session: says no frame follows (`EndOfStream`, to a consumer that takes it, so
+    /// that a display gives back the frame it shows at once), waits for outstanding releases
+    /// (up to `release_timeout`), says Bye.
     pub fn finish(mut self) -> Result<ProducerStats, SessionError> {
+        if let Some(last_seq) = self.last_seq {
+            if self.peer.features & wire::FEATURE_END_OF_STREAM != 0 {
+                self.chan.send(&Message::EndOfStream { last_seq }, &[])?;
+            }
+        }
         let drained = self.drain(self.opts.release_timeout);
         let _ = self.chan.send(
             &Message::Bye {

@@ -37,6 +37,9 @@ pub enum Role {
 
 /// `Hello.features` bit: this peer sends and accepts fences.
 pub const FEATURE_FENCES: u32 = 1;
+/// `Hello.features` bit (consumer): it understands `EndOfStream` and gives back every frame it
+/// holds when one arrives. A producer sends `EndOfStream` only to a consumer that set it.
+pub const FEATURE_END_OF_STREAM: u32 = 2;
 /// `Frame.flags`/`Release.flags` bit: a sync_file fd follows.
 pub const FLAG_FENCE: u32 = 1;
 
@@ -101,6 +104,12 @@ pub enum Message {
         /// `FLAG_*`.
         flags: u32,
     },
+    /// No frame follows `last_seq`: a consumer that holds frames (a display keeps the one on
+    /// screen) gives them all back now, so the producer can drain and say Bye.
+    EndOfStream {
+        /// Sequence number of the last frame sent.
+        last_seq: u64,
+    },
     /// Orderly goodbye.
     Bye {
         /// `BYE_*` code.
@@ -123,6 +132,7 @@ const T_REMOVE_BUFFER: u16 = 3;
 const T_FRAME: u16 = 4;
 const T_RELEASE: u16 = 5;
 const T_BYE: u16 = 6;
+const T_END_OF_STREAM: u16 = 7;
 
 /// Why a message was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -204,6 +214,7 @@ impl Message {
             Message::RemoveBuffer { .. } => "RemoveBuffer",
             Message::Frame { .. } => "Frame",
             Message::Release { .. } => "Release",
+            Message::EndOfStream { .. } => "EndOfStream",
             Message::Bye { .. } => "Bye",
         }
     }
@@ -234,6 +245,7 @@ impl Message {
             Message::RemoveBuffer { .. } => T_REMOVE_BUFFER,
             Message::Frame { .. } => T_FRAME,
             Message::Release { .. } => T_RELEASE,
+            Message::EndOfStream { .. } => T_END_OF_STREAM,
             Message::Bye { .. } => T_BYE,
         };
         out.extend_from_slice(&ty.to_le_bytes());
@@ -300,6 +312,7 @@ impl Message {
                 w.u32(*flags);
                 w.u64(*seq);
             }
+            Message::EndOfStream { last_seq } => w.u64(*last_seq),
             Message::Bye { code, reason } => {
                 w.u32(*code);
                 w.text(reason);
@@ -462,6 +475,10 @@ impl Message {
                     flags,
                     seq: r.u64()?,
                 }
+            }
+            T_END_OF_STREAM => {
+                r.what = "EndOfStream";
+                Message::EndOfStream { last_seq: r.u64()? }
             }
             T_BYE => {
                 r.what = "Bye";
@@ -657,6 +674,7 @@ mod tests {
             },
             1,
         );
+        round_trip(Message::EndOfStream { last_seq: 299 }, 0);
         round_trip(
             Message::Bye {
                 code: BYE_DONE,

@@ -126,9 +126,10 @@ pub trait Sink {
         Vec::new()
     }
 
-    /// Nothing arrived for a while (see [`IDLE_TIMEOUT`]) and the sink holds frames: the end of
-    /// the stream, or a producer waiting for its buffers. Let go of everything held, so that
-    /// [`Sink::take_released`] returns it (KMS: the plane is turned off).
+    /// The producer announced the end of the stream, or nothing arrived for a while (see
+    /// [`IDLE_TIMEOUT`]: a producer waiting for its buffers) and the sink holds frames. Let go
+    /// of everything held, so that [`Sink::take_released`] returns it (KMS: the plane is
+    /// turned off).
     fn idle(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
