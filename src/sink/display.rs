@@ -195,7 +195,15 @@ impl DisplaySink {
         // Verify each converted frame against its own display buffer's pixels (the picture
         // the producer announced is the unconverted one).
         self.kms.set_pattern(None);
-        self.vulkan()?.add_buffer_into(id, buffer, &display)?;
+        let what = format!(
+            "buffer {id} ({} {} {}) cannot be scanned out as it is",
+            buffer.kind(),
+            l.fourcc,
+            l.modifier
+        );
+        self.vulkan()
+            .map_err(|e| SinkError::Unsupported(format!("{what}, and {e}")))?
+            .add_buffer_into(id, buffer, &display)?;
         self.kms.import(id, &display)?;
         let check = if self.verify {
             Some((buffer.map(false)?, display.map(false)?))
