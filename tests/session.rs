@@ -45,6 +45,26 @@ fn raw_producer(chan: &mut Channel) {
     ));
 }
 
+/// Plays a raw consumer: reads the producer's Hello, answers with `features` and `name`.
+fn raw_consumer(chan: &mut Channel, features: u32, name: &str) {
+    let (hello, _) = chan.recv().unwrap();
+    assert!(matches!(
+        hello,
+        Message::Hello {
+            role: Role::Producer,
+            ..
+        }
+    ));
+    let consumer_hello = Message::Hello {
+        role: Role::Consumer,
+        features,
+        kinds: all_kinds(),
+        formats: vec![],
+        name: name.into(),
+    };
+    chan.send(&consumer_hello, &[]).unwrap();
+}
+
 fn expect_bye_containing(chan: &mut Channel, needle: &str) {
     match chan.recv_timeout(Some(Duration::from_secs(5))).unwrap().0 {
         Message::Bye { code, reason } => {
@@ -160,22 +180,7 @@ fn double_release_is_rejected_by_the_producer() {
         wait_for_both.recv().unwrap();
         prod.drain(Duration::from_secs(5))
     });
-    let (hello, _) = c.recv().unwrap();
-    assert!(matches!(
-        hello,
-        Message::Hello {
-            role: Role::Producer,
-            ..
-        }
-    ));
-    let consumer_hello = Message::Hello {
-        role: Role::Consumer,
-        features: 0,
-        kinds: all_kinds(),
-        formats: vec![],
-        name: "evil".into(),
-    };
-    c.send(&consumer_hello, &[]).unwrap();
+    raw_consumer(&mut c, 0, "evil");
     let (add, _fds) = c.recv().unwrap();
     assert!(matches!(add, Message::AddBuffer { id: 0, .. }));
     assert!(matches!(
@@ -274,16 +279,7 @@ fn a_consumer_that_keeps_its_buffers_is_reported_stalled() {
     let (p, mut c) = Channel::pair().unwrap();
     let (release_one, wait_release) = std::sync::mpsc::channel::<()>();
     let consumer = thread::spawn(move || {
-        let (hello, _) = c.recv().unwrap();
-        assert!(matches!(hello, Message::Hello { .. }));
-        let hello = Message::Hello {
-            role: Role::Consumer,
-            features: 0,
-            kinds: all_kinds(),
-            formats: vec![],
-            name: "hoarder".into(),
-        };
-        c.send(&hello, &[]).unwrap();
+        raw_consumer(&mut c, 0, "hoarder");
         // Keep every frame; give frame 0 back only when told; stop when the producer is gone.
         loop {
             if wait_release.try_recv().is_ok() {
@@ -358,16 +354,7 @@ fn garbage_from_the_consumer_gets_a_bye() {
         // Waits for a release; gets garbage.
         prod.acquire().map(|_| ())
     });
-    let (hello, _) = c.recv().unwrap();
-    assert!(matches!(hello, Message::Hello { .. }));
-    let consumer_hello = Message::Hello {
-        role: Role::Consumer,
-        features: 0,
-        kinds: all_kinds(),
-        formats: vec![],
-        name: "noisy".into(),
-    };
-    c.send(&consumer_hello, &[]).unwrap();
+    raw_consumer(&mut c, 0, "noisy");
     assert!(matches!(c.recv().unwrap().0, Message::AddBuffer { .. }));
     assert!(matches!(c.recv().unwrap().0, Message::Frame { .. }));
     c.send_raw(b"\x00\x01 not a frameshare message", &[])
@@ -393,16 +380,7 @@ fn finish_says_end_of_stream_to_a_consumer_that_takes_it() {
         prod.submit(id, 41, None).unwrap();
         prod.finish()
     });
-    let (hello, _) = c.recv().unwrap();
-    assert!(matches!(hello, Message::Hello { .. }));
-    let consumer_hello = Message::Hello {
-        role: Role::Consumer,
-        features: wire::FEATURE_END_OF_STREAM,
-        kinds: all_kinds(),
-        formats: vec![],
-        name: "display".into(),
-    };
-    c.send(&consumer_hello, &[]).unwrap();
+    raw_consumer(&mut c, wire::FEATURE_END_OF_STREAM, "display");
     assert!(matches!(c.recv().unwrap().0, Message::AddBuffer { .. }));
     assert!(matches!(
         c.recv().unwrap().0,

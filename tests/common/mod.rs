@@ -57,6 +57,17 @@ pub fn run_json(args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// Runs `frameshare ARGS`, asserting that it fails, and returns its stderr.
+pub fn run_fails(args: &[&str]) -> String {
+    let out = frameshare(args);
+    assert!(
+        !out.status.success(),
+        "frameshare {args:?} succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Open fds of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
