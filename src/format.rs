@@ -69,6 +69,14 @@ impl Fourcc {
     }
 }
 
+/// Fourcc names separated by spaces, a run of the same one named once (a list of
+/// (fourcc, modifier) pairs repeats a fourcc per modifier): for error messages.
+pub fn fourcc_names(fourccs: impl IntoIterator<Item = Fourcc>) -> String {
+    let mut names: Vec<String> = fourccs.into_iter().map(|f| f.to_string()).collect();
+    names.dedup();
+    names.join(" ")
+}
+
 impl fmt::Display for Fourcc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())

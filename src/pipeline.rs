@@ -147,11 +147,6 @@ pub fn negotiate_camera_format(
 ) -> Result<Option<crate::format::Fourcc>, PipelineError> {
     use crate::format::Fourcc;
     let takes: Vec<Fourcc> = consumer.formats.iter().map(|f| f.fourcc).collect();
-    let names = |v: &[Fourcc]| {
-        let mut n: Vec<String> = v.iter().map(|f| f.to_string()).collect();
-        n.dedup();
-        n.join(" ")
-    };
     if takes.is_empty() {
         return Ok(wanted);
     }
@@ -176,10 +171,10 @@ pub fn negotiate_camera_format(
             },
             match wanted {
                 Some(f) => f.to_string(),
-                None => names(offered),
+                None => crate::format::fourcc_names(offered.iter().copied()),
             },
             consumer.name,
-            names(&takes),
+            crate::format::fourcc_names(takes),
         ))
     })
 }

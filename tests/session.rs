@@ -65,6 +65,15 @@ fn raw_consumer(chan: &mut Channel, features: u32, name: &str) {
     chan.send(&consumer_hello, &[]).unwrap();
 }
 
+/// `err` is the protocol error naming `needle`, and the peer was told so (Bye).
+fn expect_rejected(err: &SessionError, chan: &mut Channel, needle: &str) {
+    assert!(
+        matches!(err, SessionError::Protocol(m) if m.contains(needle)),
+        "{err}"
+    );
+    expect_bye_containing(chan, needle);
+}
+
 fn expect_bye_containing(chan: &mut Channel, needle: &str) {
     match chan.recv_timeout(Some(Duration::from_secs(5))).unwrap().0 {
         Message::Bye { code, reason } => {
@@ -97,11 +106,7 @@ fn frame_for_unknown_buffer_is_rejected() {
     )
     .unwrap();
     let err = consumer.join().unwrap().unwrap_err();
-    assert!(
-        matches!(&err, SessionError::Protocol(m) if m.contains("unknown buffer 9")),
-        "{err}"
-    );
-    expect_bye_containing(&mut p, "unknown buffer 9");
+    expect_rejected(&err, &mut p, "unknown buffer 9");
 }
 
 #[test]
@@ -196,11 +201,7 @@ fn double_release_is_rejected_by_the_producer() {
     c.send(&release, &[]).unwrap();
     both_sent.send(()).unwrap();
     let err = producer.join().unwrap().unwrap_err();
-    assert!(
-        matches!(&err, SessionError::Protocol(m) if m.contains("double release")),
-        "{err}"
-    );
-    expect_bye_containing(&mut c, "double release");
+    expect_rejected(&err, &mut c, "double release");
 }
 
 #[test]
@@ -360,11 +361,7 @@ fn garbage_from_the_consumer_gets_a_bye() {
     c.send_raw(b"\x00\x01 not a frameshare message", &[])
         .unwrap();
     let err = producer.join().unwrap().unwrap_err();
-    assert!(
-        matches!(&err, SessionError::Protocol(m) if m.contains("malformed")),
-        "{err}"
-    );
-    expect_bye_containing(&mut c, "malformed");
+    expect_rejected(&err, &mut c, "malformed");
 }
 
 /// `finish` tells a consumer that announced `FEATURE_END_OF_STREAM` that no frame follows

@@ -18,7 +18,7 @@ use super::{FrameIn, FrameOut, HeldRelease, Sink, SinkError};
 use crate::alloc::drm_dumb::DrmDumbAllocator;
 use crate::alloc::Allocator;
 use crate::buffer::{Access, Buffer, BufferKind, BufferMapping, CpuAccess};
-use crate::format::{Fourcc, FrameLayout, Modifier};
+use crate::format::{fourcc_names, Fourcc, FrameLayout, Modifier};
 use crate::ipc::consumer::ConsumerCaps;
 use crate::ipc::wire::FormatCap;
 use crate::ipc::PeerInfo;
@@ -118,12 +118,7 @@ impl DisplaySink {
     /// Whether the plane takes `buffer` as it is.
     fn direct(&self, buffer: &Buffer) -> bool {
         let l = buffer.layout();
-        buffer.kind().is_dma_buf()
-            && self
-                .kms
-                .formats()
-                .iter()
-                .any(|f| f.fourcc == l.fourcc && f.modifier == l.modifier)
+        buffer.kind().is_dma_buf() && self.kms.scans_out(l.fourcc, l.modifier)
     }
 
     /// Whether the conversion may be offered at all (cheap: no device is opened).
@@ -174,8 +169,8 @@ impl DisplaySink {
                 l.fourcc,
                 l.modifier,
                 self.kms.connector_name(),
-                names(self.kms.formats().iter().map(|f| f.fourcc)),
-                names(CONVERTIBLE.iter().copied()),
+                fourcc_names(self.kms.formats().iter().map(|f| f.fourcc)),
+                fourcc_names(CONVERTIBLE),
             )));
         }
         if self.allocator.is_none() {
@@ -264,12 +259,6 @@ pub fn conversion_mismatch(frame: &CpuAccess<'_>, display: &CpuAccess<'_>) -> Op
     None
 }
 
-fn names(f: impl Iterator<Item = Fourcc>) -> String {
-    let mut v: Vec<String> = f.map(|f| f.to_string()).collect();
-    v.dedup();
-    v.join(" ")
-}
-
 impl Sink for DisplaySink {
     fn name(&self) -> String {
         self.kms.name()
@@ -319,10 +308,9 @@ impl Sink for DisplaySink {
 
     fn remove_buffer(&mut self, id: u32) {
         self.kms.remove_buffer(id);
-        if self.converted.remove(&id).is_some() {
-            if let Some(v) = &mut self.vulkan {
-                v.remove_buffer(id);
-            }
+        self.converted.remove(&id);
+        if let Some(v) = &mut self.vulkan {
+            v.remove_buffer(id);
         }
     }
 

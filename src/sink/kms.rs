@@ -741,6 +741,12 @@ impl KmsSink {
         &self.output.formats
     }
 
+    /// Whether the primary plane scans `fourcc` with `modifier` out (the check
+    /// [`KmsSink::import`] makes).
+    pub fn scans_out(&self, fourcc: Fourcc, modifier: Modifier) -> bool {
+        self.output.scans_out(fourcc, modifier)
+    }
+
     /// The current mode's size, once a frame has been shown.
     pub fn mode_size(&self) -> Option<(u32, u32)> {
         self.mode.as_ref().map(|(m, _)| {
@@ -1408,14 +1414,14 @@ impl KmsSink {
             }
         };
         // Tell a job the driver completed without writing from a wrong picture.
-        let untouched = (0..pl.src_h)
-            .step_by(pl.src_h.max(8) as usize / 8)
-            .all(|y| {
-                dst.row(0, pl.crtc_y + y)
-                    .iter()
-                    .all(|&b| b == WRITEBACK_SENTINEL)
-            });
         Ok(result.map_err(|why| {
+            let untouched = (0..pl.src_h)
+                .step_by(pl.src_h.max(8) as usize / 8)
+                .all(|y| {
+                    dst.row(0, pl.crtc_y + y)
+                        .iter()
+                        .all(|&b| b == WRITEBACK_SENTINEL)
+                });
             if untouched {
                 format!("{why} (the capture was never written: the job completed uncomposed)")
             } else {

@@ -300,9 +300,7 @@ impl VulkanSink {
         // SAFETY: vkGetSemaphoreFdKHR returned a new fd that we own.
         Ok(Some(SyncFile::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })))
     }
-}
 
-impl VulkanSink {
     /// Imports `buffer` as buffer `id`; its frames are converted into `display` (an XR24
     /// dma-buf of the same size, written in place by the shader) instead of host memory.
     /// The conversion stage in front of a KMS plane that cannot scan `buffer`'s format out.
