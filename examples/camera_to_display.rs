@@ -31,10 +31,9 @@ fn main() {
 }
 
 #[cfg(feature = "v4l2")]
-fn run() -> anyhow::Result<()> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     use std::time::{Duration, Instant};
 
-    use anyhow::{bail, Context};
     use frameshare::format::Fourcc;
     use frameshare::ipc::PeerInfo;
     use frameshare::pipeline::negotiate_camera_format;
@@ -52,17 +51,17 @@ fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--camera" => camera = Some(args.next().context("--camera PATH")?.into()),
-            "--display" => display = args.next().context("--display SPEC")?,
-            "--frames" => frames = args.next().context("--frames N")?.parse()?,
+            "--camera" => camera = Some(args.next().ok_or("--camera PATH")?.into()),
+            "--display" => display = args.next().ok_or("--display SPEC")?,
+            "--frames" => frames = args.next().ok_or("--frames N")?.parse()?,
             "--verify" => verify = true,
-            "--fps" => fps = Some(args.next().context("--fps N")?.parse()?),
-            "--format" => format = Some(args.next().context("--format FOURCC")?.parse()?),
+            "--fps" => fps = Some(args.next().ok_or("--fps N")?.parse()?),
+            "--format" => format = Some(args.next().ok_or("--format FOURCC")?.parse()?),
             "-h" | "--help" => {
                 println!("camera_to_display [--camera /dev/videoN] [--display kms-spec] [--format FOURCC] [--frames N] [--fps N] [--verify]");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?}"),
+            other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
 
@@ -77,8 +76,8 @@ fn run() -> anyhow::Result<()> {
         Some(p) => cams
             .iter()
             .find(|c| std::path::Path::new(&c.path) == p)
-            .with_context(|| format!("{} is not a video capture device", p.display()))?,
-        None => cams.first().context("no video capture device")?,
+            .ok_or_else(|| format!("{} is not a video capture device", p.display()))?,
+        None => cams.first().ok_or("no video capture device")?,
     };
     let offered: Vec<Fourcc> = cam
         .formats
@@ -94,7 +93,7 @@ fn run() -> anyhow::Result<()> {
         ..Default::default()
     };
     let fourcc = negotiate_camera_format(&cam.path, &offered, format, &display_peer)?
-        .context("the display listed no formats")?;
+        .ok_or("the display listed no formats")?;
 
     let mut src = V4l2Source::open(&V4l2Config {
         device: Some(cam.path.clone().into()),
@@ -108,10 +107,11 @@ fn run() -> anyhow::Result<()> {
     let (mut alloc, _) = frameshare::alloc::open("auto")?;
     let prepared = src.prepare(Mode::Auto, 4, Some(alloc.as_mut()))?;
     if prepared.mode == Mode::Copy {
-        bail!(
+        return Err(format!(
             "the camera can neither export nor import dma-bufs: {}",
             prepared.note
-        );
+        )
+        .into());
     }
     for (i, b) in prepared.buffers.iter().enumerate() {
         sink.add_buffer(i as u32, b)?;
@@ -173,7 +173,7 @@ fn run() -> anyhow::Result<()> {
         src.bytes_copied() + sink.bytes_copied()
     );
     if opts.verify_writeback && verified < shown {
-        bail!("{} frames were not verified on screen", shown - verified);
+        return Err(format!("{} frames were not verified on screen", shown - verified).into());
     }
     Ok(())
 }

@@ -449,7 +449,7 @@ impl BufferMapping {
     }
 
     /// Memory object `i`'s mapping.
-    pub fn region(&self, i: usize) -> &MappedRegion {
+    pub(crate) fn region(&self, i: usize) -> &MappedRegion {
         &self.regions[i]
     }
 
@@ -511,6 +511,23 @@ impl CpuAccess<'_> {
     pub fn row(&self, plane: usize, row: u32) -> &[u8] {
         let (fd, r) = self.row_range(plane, row);
         &self.mapping.regions[fd].as_slice()[r]
+    }
+
+    /// All the bytes of memory object `fd_index` (as mapped: the planes it holds and their
+    /// padding), for code that copies whole frames (copying baselines, staging uploads).
+    pub fn bytes(&self, fd_index: usize) -> &[u8] {
+        self.mapping.regions[fd_index].as_slice()
+    }
+
+    /// The same, writable; panics if the access or mapping is read-only (a programming error).
+    pub fn bytes_mut(&mut self, fd_index: usize) -> &mut [u8] {
+        assert!(self.access != Access::Read, "bytes_mut under read access");
+        self.mapping.regions[fd_index].as_mut_slice()
+    }
+
+    /// The frame as tightly packed RGBA8 (see [`crate::format::pixel::to_rgba`]).
+    pub fn to_rgba(&self) -> Vec<u8> {
+        crate::format::pixel::to_rgba(self.layout(), |plane, y| self.row(plane, y))
     }
 
     /// Writable row; panics if the access or mapping is read-only (a programming error).

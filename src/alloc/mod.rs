@@ -3,6 +3,7 @@
 //! chose and why.
 
 pub mod dma_heap;
+#[cfg(feature = "kms")]
 pub mod drm_dumb;
 #[cfg(feature = "gbm")]
 pub mod gbm;
@@ -122,21 +123,25 @@ pub fn open(name: &str) -> Result<(Box<dyn Allocator>, String), AllocError> {
         ("sysv-shm", None) => Box::new(sysv_shm::SysvShmAllocator::new()),
         ("dma-heap", heap) => Box::new(dma_heap::DmaHeapAllocator::open(heap.unwrap_or("system"))?),
         ("udmabuf", None) => Box::new(udmabuf::UdmabufAllocator::open()?),
+        #[cfg(feature = "kms")]
         ("drm-dumb", driver) => Box::new(drm_dumb::DrmDumbAllocator::open(driver)?),
+        #[cfg(not(feature = "kms"))]
+        ("drm-dumb", _) => return Err(unavailable("drm-dumb", "kms")),
         #[cfg(feature = "gbm")]
         ("gbm", node) => Box::new(self::gbm::GbmAllocator::open(node)?),
         #[cfg(not(feature = "gbm"))]
-        ("gbm", _) => return Err(gbm_unavailable()),
+        ("gbm", _) => return Err(unavailable("gbm", "gbm")),
         _ => return Err(AllocError::UnknownName(name.to_owned())),
     };
     let d = a.describe();
     Ok((a, d))
 }
 
-#[cfg(not(feature = "gbm"))]
-fn gbm_unavailable() -> AllocError {
+/// An allocator this build left out.
+#[cfg(any(not(feature = "gbm"), not(feature = "kms")))]
+fn unavailable(kind: &'static str, feature: &str) -> AllocError {
     AllocError::Unavailable {
-        kind: "gbm",
-        why: "this build has no GBM support (build with --features gbm)".into(),
+        kind,
+        why: format!("this build has no {kind} support (build with --features {feature})"),
     }
 }

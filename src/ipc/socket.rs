@@ -103,6 +103,23 @@ impl Channel {
         }
     }
 
+    /// Adopts a connected SEQPACKET socket inherited by number from the parent process (as
+    /// `frameshare run` starts its consumer). Nothing else in this process may own `raw`. The
+    /// number is checked to be open and to be a SEQPACKET socket before it is used.
+    pub fn from_inherited_fd(raw: std::os::fd::RawFd) -> Result<Channel, ChannelError> {
+        let fd = crate::sys::fd::adopt_inherited(raw).map_err(sys("adopting the inherited fd"))?;
+        let ty =
+            rustix::net::sockopt::socket_type(&fd).map_err(sys("SO_TYPE of the inherited fd"))?;
+        if ty != SocketType::SEQPACKET {
+            return Err(ChannelError::Sys {
+                op: "adopting the inherited fd (not a SEQPACKET socket)",
+                path: None,
+                errno: Errno::NOTSOCK,
+            });
+        }
+        Ok(Channel::from_fd(fd))
+    }
+
     /// Connects to a listening socket at `path`.
     pub fn connect(path: &Path) -> Result<Channel, ChannelError> {
         let err = |op| path_err(path, op);

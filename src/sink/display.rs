@@ -231,7 +231,7 @@ impl DisplaySink {
 /// Compares an XR24 display buffer with the CPU conversion of `frame` (the same integer
 /// BT.601 as the shader): the first differing pixel, if any.
 pub fn conversion_mismatch(frame: &CpuAccess<'_>, display: &CpuAccess<'_>) -> Option<String> {
-    let want = super::png::to_rgba(frame);
+    let want = frame.to_rgba();
     let l = frame.layout();
     let d = display.layout();
     if d.fourcc != Fourcc::XR24 || (d.width, d.height) != (l.width, l.height) {
@@ -421,7 +421,7 @@ mod tests {
             &mut sm.access(Access::Write).unwrap(),
             7,
         );
-        let rgba = super::super::png::to_rgba(&sm.access(Access::Read).unwrap());
+        let rgba = sm.access(Access::Read).unwrap().to_rgba();
         {
             let mut d = dm.access(Access::Write).unwrap();
             for y in 0..16u32 {

@@ -2,11 +2,15 @@
 //! generator, `null` only takes and returns buffers, `png:DIR` writes pictures; the Vulkan and
 //! KMS sinks import the buffers into a GPU or display. [`open`] builds one from its name.
 
+#[cfg(feature = "kms")]
 pub mod display;
+#[cfg(feature = "kms")]
 pub mod kms;
 pub mod null;
+#[cfg(feature = "png")]
 pub mod png;
 pub mod verify;
+#[cfg(feature = "vulkan")]
 pub mod vulkan;
 
 use std::time::Duration;
@@ -78,6 +82,9 @@ pub enum SinkError {
     /// Unknown sink name.
     #[error("unknown sink {0:?} (want verify, null, png:DIR, vulkan[:png:DIR])")]
     UnknownName(String),
+    /// The sink exists, but this build left it out.
+    #[error("this build has no {0} sink (build with --features {1})")]
+    NotBuilt(&'static str, &'static str),
     /// A device (GPU, display) failed.
     #[error("{0}")]
     Device(String),
@@ -170,9 +177,18 @@ pub fn open(spec: &str) -> Result<Box<dyn Sink>, SinkError> {
     match spec.split_once(':').map_or((spec, ""), |(a, b)| (a, b)) {
         ("verify", "") => Ok(Box::new(verify::VerifySink::new())),
         ("null", "") => Ok(Box::new(null::NullSink::default())),
+        #[cfg(feature = "png")]
         ("png", dir) if !dir.is_empty() => Ok(Box::new(png::PngSink::new(dir.into())?)),
+        #[cfg(feature = "vulkan")]
         ("vulkan", rest) => Ok(Box::new(vulkan::VulkanSink::open(rest)?)),
+        #[cfg(feature = "kms")]
         ("kms", rest) => Ok(Box::new(display::DisplaySink::from_spec(rest)?)),
+        #[cfg(not(feature = "png"))]
+        ("png", _) => Err(SinkError::NotBuilt("png", "png")),
+        #[cfg(not(feature = "vulkan"))]
+        ("vulkan", _) => Err(SinkError::NotBuilt("vulkan", "vulkan")),
+        #[cfg(not(feature = "kms"))]
+        ("kms", _) => Err(SinkError::NotBuilt("kms", "kms")),
         _ => Err(SinkError::UnknownName(spec.to_owned())),
     }
 }

@@ -15,7 +15,7 @@
 //! camera that stalls or disappears ends in a clear [`V4l2Error`], never a hang.
 //!
 //! The `v4l` crate opens the device and handles controls; buffers and formats go through
-//! [`crate::sys::v4l2`], which has the multi-planar and DMABUF ioctls the crate lacks.
+//! the crate's private `sys::v4l2`, which has the multi-planar and DMABUF ioctls the crate lacks.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
@@ -234,7 +234,7 @@ fn fourcc_name(v: u32) -> String {
 
 /// The frame layout a V4L2 format describes (strides from `bytesperline`; for contiguous
 /// multi-plane formats the planes follow each other; multi-planar formats use one fd per plane).
-pub fn layout_of(fmt: &PixFormat) -> Option<FrameLayout> {
+pub(crate) fn layout_of(fmt: &PixFormat) -> Option<FrameLayout> {
     let fourcc = drm_fourcc(fmt.pixelformat)?;
     let info = fourcc.info()?;
     let mut planes = Vec::with_capacity(info.planes.len());
@@ -686,11 +686,6 @@ impl V4l2Source {
     /// Whether the node uses the multi-planar API.
     pub fn multiplanar(&self) -> bool {
         self.buf_type == sys::BUF_TYPE_CAPTURE_MPLANE
-    }
-
-    /// The negotiated V4L2 format.
-    pub fn format(&self) -> &PixFormat {
-        &self.format
     }
 
     /// The layout frames have (what import-mode buffers must be allocated with).

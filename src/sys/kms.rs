@@ -19,6 +19,7 @@ pub enum NodeKind {
     /// `cardN`: modesetting (KMS) and, on most drivers, rendering.
     Card,
     /// `renderDN`: rendering and buffer allocation only, no KMS, no master.
+    #[cfg_attr(not(feature = "gbm"), allow(dead_code))]
     Render,
 }
 
@@ -64,6 +65,7 @@ impl DrmFile {
     /// Gives DRM master up if this open made us master (the first opener of a primary node
     /// becomes it): a process that only allocates must not keep the display from the one that
     /// drives it. Not being master is fine.
+    #[cfg_attr(not(feature = "gbm"), allow(dead_code))]
     pub fn drop_master(&self) {
         drop_master(self);
     }

@@ -53,16 +53,6 @@ impl MappedRegion {
         self.len
     }
 
-    /// Always false: zero-length mappings are refused.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether the mapping was made writable.
-    pub fn is_writable(&self) -> bool {
-        self.writable
-    }
-
     /// The mapped bytes. The peer may write them concurrently only when the protocol lets it
     /// (the producer never writes a buffer the consumer holds), which is what makes reading sound.
     pub fn as_slice(&self) -> &[u8] {

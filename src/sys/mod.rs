@@ -5,6 +5,8 @@
 
 pub mod dma_buf;
 pub mod dma_heap;
+pub mod fd;
+#[cfg(any(feature = "kms", feature = "gbm"))]
 pub mod kms;
 pub mod mem;
 pub mod sw_sync;

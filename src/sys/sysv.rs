@@ -72,8 +72,6 @@ pub struct SegmentInfo {
     pub uid: u32,
     /// Permission bits.
     pub mode: u32,
-    /// Attach count.
-    pub attached: u64,
 }
 
 /// `shmctl(IPC_STAT)`.
@@ -89,6 +87,5 @@ pub fn stat(id: i32) -> Result<SegmentInfo, Errno> {
         size: ds.shm_segsz as u64,
         uid: ds.shm_perm.uid,
         mode: ds.shm_perm.mode as u32 & 0o777,
-        attached: ds.shm_nattch,
     })
 }

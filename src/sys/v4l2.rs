@@ -49,7 +49,6 @@ const VIDIOC_STREAMOFF: Opcode = opcode::write::<i32>(b'V', 19);
 const VIDIOC_G_PARM: Opcode = opcode::read_write::<raw::v4l2_streamparm>(b'V', 21);
 const VIDIOC_S_PARM: Opcode = opcode::read_write::<raw::v4l2_streamparm>(b'V', 22);
 const VIDIOC_ENUM_FRAMESIZES: Opcode = opcode::read_write::<raw::v4l2_frmsizeenum>(b'V', 74);
-const VIDIOC_ENUM_FRAMEINTERVALS: Opcode = opcode::read_write::<raw::v4l2_frmivalenum>(b'V', 75);
 
 /// An all-zero value of a bindgen struct.
 ///
@@ -75,8 +74,6 @@ pub struct Caps {
     pub driver: String,
     /// Card name.
     pub card: String,
-    /// Bus.
-    pub bus_info: String,
     /// Capabilities of this node (`device_caps`, or `capabilities` on old drivers).
     pub device_caps: u32,
 }
@@ -95,7 +92,6 @@ pub fn querycap(fd: BorrowedFd<'_>) -> Result<Caps, Errno> {
     Ok(Caps {
         driver: c_str(&c.driver),
         card: c_str(&c.card),
-        bus_info: c_str(&c.bus_info),
         device_caps: if c.capabilities & CAP_DEVICE_CAPS != 0 {
             c.device_caps
         } else {
@@ -153,34 +149,6 @@ pub fn enum_framesize(
             )
         }
     })
-}
-
-/// `VIDIOC_ENUM_FRAMEINTERVALS` entry `index`: a discrete interval (num, den), or for a
-/// stepwise/continuous range its fastest (minimum) interval.
-pub fn enum_frameinterval(
-    fd: BorrowedFd<'_>,
-    pixelformat: u32,
-    width: u32,
-    height: u32,
-    index: u32,
-) -> Result<(u32, u32), Errno> {
-    // SAFETY: plain integers and a union of integer structs.
-    let mut e: raw::v4l2_frmivalenum = unsafe { zeroed() };
-    e.index = index;
-    e.pixel_format = pixelformat;
-    e.width = width;
-    e.height = height;
-    // SAFETY: VIDIOC_ENUM_FRAMEINTERVALS reads and writes one v4l2_frmivalenum.
-    unsafe { ioctl(fd, Updater::<VIDIOC_ENUM_FRAMEINTERVALS, _>::new(&mut e))? };
-    // SAFETY: `type_` says which member is filled (1 = discrete).
-    let f = unsafe {
-        if e.type_ == 1 {
-            e.__bindgen_anon_1.discrete
-        } else {
-            e.__bindgen_anon_1.stepwise.min
-        }
-    };
-    Ok((f.numerator, f.denominator))
 }
 
 /// One plane of a pixel format.

@@ -81,6 +81,9 @@ impl VulkanOptions {
             if dir.is_empty() {
                 return Err(bad());
             }
+            if cfg!(not(feature = "png")) {
+                return Err(SinkError::NotBuilt("vulkan:png", "png"));
+            }
             o.png_dir = Some(dir.into());
         } else if !rest.is_empty() {
             return Err(bad());
@@ -563,6 +566,7 @@ impl Sink for VulkanSink {
                 }
             }
         }
+        #[cfg(feature = "png")]
         if let Some(dir) = &self.opts.png_dir {
             super::png::write_png(
                 &dir.join(format!("frame-{:06}.png", frame.seq)),

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::alloc;
-use crate::format::{Fourcc, FrameLayout};
+use frameshare::alloc;
+use frameshare::format::{Fourcc, FrameLayout};
 
 /// One buffer kind and whether it works here.
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +42,7 @@ pub struct VideoNode {
 
 /// A V4L2 capture device (feature `v4l2`).
 #[cfg(feature = "v4l2")]
-pub type CameraInfo = crate::source::v4l2::DeviceInfo;
+pub type CameraInfo = frameshare::source::v4l2::DeviceInfo;
 
 /// A V4L2 capture device (this build has no `v4l2` feature: never filled).
 #[cfg(not(feature = "v4l2"))]
@@ -52,7 +52,7 @@ pub struct CameraInfo {}
 fn cameras() -> Vec<CameraInfo> {
     #[cfg(feature = "v4l2")]
     {
-        crate::source::v4l2::devices()
+        frameshare::source::v4l2::devices()
     }
     #[cfg(not(feature = "v4l2"))]
     {
@@ -84,11 +84,11 @@ pub struct Probe {
     /// V4L2 capture devices with their formats and sizes (feature `v4l2`; empty without it).
     pub cameras: Vec<CameraInfo>,
     /// KMS devices: connectors, planes and the formats each plane scans out.
-    pub kms: Vec<crate::sink::kms::KmsDeviceInfo>,
+    pub kms: Vec<frameshare::sink::kms::KmsDeviceInfo>,
     /// Whether debugfs `sync/sw_sync` is there (test fences).
     pub sw_sync: bool,
     /// Vulkan devices: import paths, SYNC_FD support, modifiers per fourcc.
-    pub vulkan: crate::sink::vulkan::VulkanProbe,
+    pub vulkan: frameshare::sink::vulkan::VulkanProbe,
 }
 
 fn read_trim(p: impl AsRef<Path>) -> Option<String> {
@@ -230,9 +230,9 @@ pub fn probe() -> Probe {
         drm: drm_nodes(),
         video: video_nodes(),
         cameras: cameras(),
-        kms: crate::sink::kms::outputs(),
+        kms: frameshare::sink::kms::outputs(),
         sw_sync: Path::new("/sys/kernel/debug/sync/sw_sync").exists(),
-        vulkan: crate::sink::vulkan::probe(),
+        vulkan: frameshare::sink::vulkan::probe(),
     }
 }
 

@@ -2,13 +2,17 @@
 //! consume (across unrelated processes over a named socket), bench, explain.
 
 use std::io::{IsTerminal, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+
+mod bench;
+mod ls;
+mod probe;
 
 use frameshare::format::{parse_size, Fourcc, FrameLayout};
 use frameshare::ipc::producer::{PoolPolicy, ProducerOptions};
@@ -294,7 +298,7 @@ fn init_log(verbose: u8) {
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Cmd::Probe { json } => {
-            let p = frameshare::probe::probe();
+            let p = crate::probe::probe();
             if json {
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {
@@ -303,11 +307,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Ls { all, json } => {
-            let items = frameshare::inventory::inventory(!all);
+            let items = crate::ls::inventory(!all);
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
-                print!("{}", frameshare::inventory::table(&items));
+                print!("{}", crate::ls::table(&items));
             }
             Ok(0)
         }
@@ -409,27 +413,7 @@ fn connect_retrying(path: &std::path::Path, patience: Duration) -> Result<Channe
 }
 
 fn inherited_channel(fd: i32) -> Result<Channel> {
-    // The fd number comes from our own parent (`run`); check it is a SEQPACKET socket before
-    // taking ownership of it.
-    let st = rustix::fs::fstat(unsafe_free_borrow(fd)?).context("--fd is not an open fd")?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
-        bail!("--fd {fd} is not a socket");
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: `run` passed this fd to us and nothing else in this process owns it; it was just
-    // checked to be an open socket.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)?;
-    Ok(Channel::from_fd(owned))
-}
-
-fn unsafe_free_borrow(fd: i32) -> Result<std::os::fd::BorrowedFd<'static>> {
-    if fd < 0 {
-        bail!("bad fd {fd}");
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: fstat only reads; an fd number that is not open yields EBADF, not UB, for syscalls.
-    Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+    Channel::from_inherited_fd(fd).with_context(|| format!("--fd {fd}"))
 }
 
 /// Runs the producer end with the source `args` names.
@@ -591,10 +575,10 @@ struct BenchArgs {
 /// failed verification; the figures themselves are reported, never turned into a failure.
 fn bench(args: &BenchArgs) -> Result<i32> {
     if let Some(fd) = args.peer_fd {
-        frameshare::bench::peer(inherited_channel(fd)?.into())?;
+        crate::bench::peer(inherited_channel(fd)?.into())?;
         return Ok(0);
     }
-    let mut opts = frameshare::bench::BenchOptions::new(
+    let mut opts = crate::bench::BenchOptions::new(
         std::env::current_exe().context("finding our own executable")?,
         vec!["bench".into(), "--peer-fd".into()],
     );
@@ -615,9 +599,9 @@ fn bench(args: &BenchArgs) -> Result<i32> {
     opts.pattern = args.pattern.parse().map_err(anyhow::Error::msg)?;
     opts.progress = std::io::stderr().is_terminal();
     if args.vulkan {
-        opts.vulkan = Some(frameshare::bench::vulkan_import_vs_staging);
+        opts.vulkan = Some(crate::bench::vulkan_import_vs_staging);
     }
-    let report = frameshare::bench::run(&opts)?;
+    let report = crate::bench::run(&opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

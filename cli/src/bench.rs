@@ -55,7 +55,7 @@
 //! per frame is the driver thread's (`CLOCK_THREAD_CPUTIME_ID`) over a batch, the median over
 //! batches. fps ratios are medians of per-round ratios.
 //!
-//! The driver and the peer both snapshot the [`crate::counters`] around every measured
+//! The driver and the peer both snapshot the [`frameshare::counters`] around every measured
 //! zero-copy batch; their sum is the "after warm-up" figure (allocations, mappings and imports
 //! per steady-state frame: the target is zero).
 
@@ -76,20 +76,19 @@ use rustix::net::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::{self, AllocError};
-use crate::buffer::{Access, BufferError, BufferMapping};
-use crate::counters::Counters;
-use crate::format::{FormatError, Fourcc, FrameLayout};
-use crate::ipc::consumer::{Consumer, Event};
-use crate::ipc::producer::{Producer, ProducerOptions};
-use crate::ipc::socket::{Channel, ChannelError};
-use crate::ipc::{monotonic_ns, SessionError};
-use crate::pipeline::{pattern_name, Latency};
-use crate::sink::null::NullSink;
-use crate::sink::verify::VerifySink;
-use crate::sink::{FrameIn, Sink, SinkError};
-use crate::source::{Generator, Pattern};
-use crate::sys::mem::MappedRegion;
+use frameshare::alloc::{self, AllocError};
+use frameshare::buffer::{Access, Buffer, BufferError, BufferKind, BufferMapping};
+use frameshare::counters::Counters;
+use frameshare::format::{FormatError, Fourcc, FrameLayout};
+use frameshare::ipc::consumer::{Consumer, Event};
+use frameshare::ipc::producer::{Producer, ProducerOptions};
+use frameshare::ipc::socket::{Channel, ChannelError};
+use frameshare::ipc::{monotonic_ns, SessionError};
+use frameshare::pipeline::{pattern_name, Latency};
+use frameshare::sink::null::NullSink;
+use frameshare::sink::verify::VerifySink;
+use frameshare::sink::{FrameIn, Sink, SinkError};
+use frameshare::source::{Generator, Pattern};
 
 /// The pixel format every cell uses.
 pub const FORMAT: Fourcc = Fourcc::XR24;
@@ -446,9 +445,9 @@ pub fn vulkan_import_vs_staging(
 ) -> Result<VulkanFigures, String> {
     let (w, h) = *sizes.first().ok_or("no frame size")?;
     let (alloc, _) = alloc::open("auto").map_err(|e| e.to_string())?;
-    let r = crate::sink::vulkan::bench::import_vs_staging(
+    let r = frameshare::sink::vulkan::bench::import_vs_staging(
         alloc.kind().name(),
-        crate::format::Fourcc::XR24,
+        frameshare::format::Fourcc::XR24,
         w,
         h,
         frames.clamp(10, 120),
@@ -709,6 +708,12 @@ fn layout_of((w, h): (u32, u32)) -> Result<FrameLayout, FormatError> {
     FrameLayout::linear(FORMAT, w, h, STRIDE_ALIGN)
 }
 
+/// The shared ring of the copying baseline: `slots` frames one after the other, as one memfd
+/// buffer `slots` frames high.
+fn ring_layout((w, h): (u32, u32), slots: usize) -> Result<FrameLayout, FormatError> {
+    layout_of((w, h * slots as u32))
+}
+
 fn take_fds<const N: usize>(fds: Vec<OwnedFd>, what: &str) -> Result<[OwnedFd; N], BenchError> {
     let n = fds.len();
     fds.try_into()
@@ -742,8 +747,10 @@ impl LocalFrame {
         Ok(())
     }
 
-    fn bytes(&self) -> &[u8] {
-        &self.mapping.region(0).as_slice()[..self.bytes]
+    /// Calls `f` with the frame's bytes.
+    fn with_bytes<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, BenchError> {
+        let access = self.mapping.access(Access::Read)?;
+        Ok(f(&access.bytes(0)[..self.bytes]))
     }
 }
 
@@ -762,7 +769,7 @@ enum PeerCell {
     },
     Ring {
         notify: OwnedFd,
-        ring: MappedRegion,
+        ring: BufferMapping,
         slots: usize,
         frame: LocalFrame,
         seq: u64,
@@ -868,7 +875,7 @@ impl PeerCell {
                     header[8..].copy_from_slice(&seq.to_le_bytes());
                     header[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
                     write_all(pipe.as_fd(), &header)?;
-                    write_all(pipe.as_fd(), frame.bytes())?;
+                    frame.with_bytes(|b| write_all(pipe.as_fd(), b))??;
                     copied += frame.bytes as u64;
                     recv_dgram(ack.as_fd(), &mut ack_buf)?;
                     released = Instant::now();
@@ -890,7 +897,10 @@ impl PeerCell {
                     let slot = (*seq % *slots as u64) as usize;
                     pace_until(released + pace);
                     let ts = monotonic_ns();
-                    ring.as_mut_slice()[slot * n..(slot + 1) * n].copy_from_slice(frame.bytes());
+                    let mut ring = ring.access(Access::Write)?;
+                    frame.with_bytes(|b| {
+                        ring.bytes_mut(0)[slot * n..(slot + 1) * n].copy_from_slice(b)
+                    })?;
                     copied += n as u64;
                     msg[..8].copy_from_slice(&ts.to_le_bytes());
                     msg[8..16].copy_from_slice(&seq.to_le_bytes());
@@ -971,8 +981,12 @@ fn peer_setup(msg: ToPeer, fds: Vec<OwnedFd>) -> Result<(usize, PeerCell), Bench
         } => {
             let [ring_fd, notify] = take_fds(fds, "Ring")?;
             let frame = LocalFrame::new(&layout_of((width, height))?, parse_pattern(&pattern)?)?;
-            let ring = MappedRegion::map(ring_fd.as_fd(), frame.bytes * slots, true)
-                .map_err(sys("mmap (ring)"))?;
+            let ring = Buffer::from_fds(
+                BufferKind::Memfd,
+                ring_layout((width, height), slots)?,
+                vec![ring_fd],
+            )?
+            .map(true)?;
             Ok((
                 cell,
                 PeerCell::Ring {
@@ -1072,7 +1086,7 @@ enum DriverEnd {
     },
     Ring {
         notify: OwnedFd,
-        _ring: MappedRegion,
+        _ring: BufferMapping,
     },
 }
 
@@ -1297,12 +1311,13 @@ impl Driver {
     fn add_ring(&mut self, size: (u32, u32)) -> Result<(), BenchError> {
         let cell = self.cells.len();
         let layout = layout_of(size)?;
-        let len = layout.size as usize * RING_SLOTS;
-        let memfd =
-            rustix::fs::memfd_create("frameshare-bench-ring", rustix::fs::MemfdFlags::CLOEXEC)
-                .map_err(sys("memfd_create (ring)"))?;
-        rustix::fs::ftruncate(&memfd, len as u64).map_err(sys("ftruncate (ring)"))?;
-        let ring = MappedRegion::map(memfd.as_fd(), len, false).map_err(sys("mmap (ring)"))?;
+        let ring = alloc::open("memfd")?
+            .0
+            .allocate(&ring_layout(size, RING_SLOTS)?)?;
+        let memfd = ring.fds()[0]
+            .try_clone_to_owned()
+            .map_err(|e| BenchError::Peer(format!("dup (ring): {e}")))?;
+        let ring = ring.map(false)?;
         let (ours, theirs) = seqpacket_pair()?;
         self.ctl.send(
             &ToPeer::Ring {

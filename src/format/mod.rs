@@ -2,6 +2,8 @@
 //! turns (fourcc, width, height, stride alignment) into plane offsets, strides and a buffer size —
 //! and checks a peer's layout against the size of the memory that backs it.
 
+pub mod pixel;
+
 use std::fmt;
 use std::str::FromStr;
 

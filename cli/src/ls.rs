@@ -3,7 +3,6 @@
 //! per process, read from /proc. Only what the caller may read is listed (all of it as root).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -210,16 +209,17 @@ pub fn table(items: &[Holding]) -> String {
     s
 }
 
-/// Whether `path` names a process directory that still exists.
-pub fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::{self, Allocator};
-    use crate::format::{Fourcc, FrameLayout};
+
+    /// Whether `path` names a process directory that still exists.
+    fn alive(pid: u32) -> bool {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    use frameshare::alloc::{self, Allocator};
+    use frameshare::format::{Fourcc, FrameLayout};
 
     #[test]
     fn links_are_classified() {
