@@ -121,8 +121,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         cam.path,
         src.driver(),
         fourcc,
-        src.layout().width,
-        src.layout().height,
+        src.layout().width(),
+        src.layout().height(),
         sink.kms().device().display(),
         sink.kms().connector_name(),
         prepared.mode.name()

@@ -380,7 +380,7 @@ impl Buffer {
                 .enumerate()
                 .map(|(i, fd)| {
                     let len = if i == 0 {
-                        self.layout.size.max(self.layout.required_size(0))
+                        self.layout.size().max(self.layout.required_size(0))
                     } else {
                         self.layout.required_size(i as u32)
                     };
@@ -401,7 +401,7 @@ impl Buffer {
                 })?;
                 vec![MappedRegion::from_sysv(
                     ptr,
-                    self.layout.size as usize,
+                    self.layout.size() as usize,
                     writable,
                 )]
             }
@@ -502,7 +502,7 @@ impl CpuAccess<'_> {
 
     fn row_range(&self, plane: usize, row: u32) -> (usize, std::ops::Range<usize>) {
         let l = &self.mapping.buffer.layout;
-        let p = &l.planes[plane];
+        let p = l.planes()[plane];
         let start = p.offset as usize + row as usize * p.stride as usize;
         (p.fd_index as usize, start..start + l.plane_row_bytes(plane))
     }

@@ -339,8 +339,7 @@ pub fn explain(req: &Request) -> Verdict {
     };
     v.alloc = kind.name().into();
     v.alloc_available = available;
-    let mut layout = match FrameLayout::linear(req.fourcc, req.width, req.height, req.stride_align)
-    {
+    let layout = match FrameLayout::linear(req.fourcc, req.width, req.height, req.stride_align) {
         Ok(l) => l,
         Err(FormatError::Unsupported(f)) => {
             v.reasons
@@ -354,7 +353,15 @@ pub fn explain(req: &Request) -> Verdict {
             return v;
         }
     };
-    layout.modifier = req.modifier;
+    let layout = match layout.with_modifier(req.modifier) {
+        Ok(l) => l,
+        Err(e) => {
+            v.reasons.push(Reason::BadLayout {
+                detail: e.to_string(),
+            });
+            return v;
+        }
+    };
     let gpu = match open_for(kind) {
         Ok(g) => g,
         Err(e) => {
@@ -387,7 +394,7 @@ pub fn explain(req: &Request) -> Verdict {
             if req.modifier == Modifier::LINEAR && size <= gpu.caps().max_storage_buffer_range {
                 format!(
                     "the vulkan sink would copy every frame through a staging buffer ({} bytes a frame, counted in bytes_copied)",
-                    (0..layout.planes.len())
+                    (0..layout.planes().len())
                         .map(|p| layout.plane_row_bytes(p) as u64 * layout.plane_rows(p) as u64)
                         .sum::<u64>()
                 )
@@ -429,24 +436,24 @@ fn check_path(gpu: &Arc<Gpu>, path: ImportPath, layout: &FrameLayout) -> Vec<Rea
     if let Some(r) = missing(caps, path) {
         return vec![r];
     }
-    let fourcc = layout.fourcc.name();
+    let fourcc = layout.fourcc().name();
     let size = crate::alloc::allocation_size(layout);
     let linear_only = |path| Reason::UnsupportedModifier {
         path,
         fourcc: fourcc.clone(),
-        modifier: layout.modifier.to_string(),
+        modifier: layout.modifier().to_string(),
         listed: vec![Modifier::LINEAR.to_string()],
     };
     let mut reasons = Vec::new();
     match path {
         ImportPath::DmaBufImage => return check_image(gpu, layout),
         ImportPath::DmaBufBuffer => {
-            if layout.modifier != Modifier::LINEAR {
+            if layout.modifier() != Modifier::LINEAR {
                 reasons.push(linear_only(path));
             }
         }
         ImportPath::HostPointer => {
-            if layout.modifier != Modifier::LINEAR {
+            if layout.modifier() != Modifier::LINEAR {
                 reasons.push(linear_only(path));
             }
             let align = caps.min_host_pointer_alignment.max(1);
@@ -474,12 +481,12 @@ fn check_path(gpu: &Arc<Gpu>, path: ImportPath, layout: &FrameLayout) -> Vec<Rea
 }
 
 fn check_image(gpu: &Arc<Gpu>, layout: &FrameLayout) -> Vec<Reason> {
-    let fourcc = layout.fourcc.name();
-    let modifier = layout.modifier;
-    let Some(plan) = image_plan(layout.fourcc) else {
+    let fourcc = layout.fourcc().name();
+    let modifier = layout.modifier();
+    let Some(plan) = image_plan(layout.fourcc()) else {
         return vec![Reason::NoImageFormat { fourcc }];
     };
-    let Some(support) = gpu.caps().format(layout.fourcc) else {
+    let Some(support) = gpu.caps().format(layout.fourcc()) else {
         return vec![Reason::UnsupportedModifier {
             path: ImportPath::DmaBufImage,
             fourcc,
@@ -505,11 +512,11 @@ fn check_image(gpu: &Arc<Gpu>, layout: &FrameLayout) -> Vec<Reason> {
             modifier: modifier.to_string(),
         }];
     }
-    if m.planes as usize != layout.planes.len() {
+    if m.planes as usize != layout.planes().len() {
         return vec![Reason::PlaneCount {
             modifier: modifier.to_string(),
             modifier_planes: m.planes,
-            layout_planes: layout.planes.len(),
+            layout_planes: layout.planes().len(),
         }];
     }
     let mut reasons = Vec::new();

@@ -251,9 +251,9 @@ pub fn produce_v4l2(
             "{} ({}) {} {}x{}, {}",
             path.display(),
             src.driver(),
-            layout.fourcc,
-            layout.width,
-            layout.height,
+            layout.fourcc(),
+            layout.width(),
+            layout.height(),
             prepared.note
         );
         let fence_timeout = opts.session.fence_timeout;

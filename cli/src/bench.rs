@@ -737,7 +737,7 @@ impl LocalFrame {
         Ok(LocalFrame {
             mapping: buffer.map(true)?,
             generator: Generator::new(pattern, layout),
-            bytes: layout.size as usize,
+            bytes: layout.size() as usize,
         })
     }
 
@@ -1239,7 +1239,7 @@ impl Driver {
             alloc: Some(alloc.to_owned()),
             method: "zero-copy",
             size,
-            frame_bytes: layout.size,
+            frame_bytes: layout.size(),
             end,
             stats: Stats::default(),
         });
@@ -1297,11 +1297,11 @@ impl Driver {
             alloc: None,
             method: "pipe",
             size,
-            frame_bytes: layout.size,
+            frame_bytes: layout.size(),
             end: DriverEnd::Pipe {
                 pipe: read_end,
                 ack: ack_ours,
-                buf: vec![0; layout.size as usize],
+                buf: vec![0; layout.size() as usize],
             },
             stats: Stats::default(),
         });
@@ -1335,7 +1335,7 @@ impl Driver {
             alloc: None,
             method: "shm-ring",
             size,
-            frame_bytes: layout.size,
+            frame_bytes: layout.size(),
             end: DriverEnd::Ring {
                 notify: ours,
                 _ring: ring,

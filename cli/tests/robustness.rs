@@ -420,7 +420,7 @@ fn consumer_rejects(case: &str, needle: &str, bye: bool, attack: impl FnOnce(&mu
 fn malicious_producer_is_rejected_and_the_consumer_survives() {
     let _g = serial();
     let l = layout();
-    let need_bytes = l.size;
+    let need_bytes = l.size();
     consumer_rejects(
         "pipe fd in AddBuffer",
         "not a shared-memory file",

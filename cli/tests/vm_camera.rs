@@ -91,13 +91,13 @@ fn expected(fourcc: Fourcc, pattern: i64) -> Vec<u8> {
 /// difference.
 fn check_frame(buffer: &Buffer, pattern: i64) -> Result<(), String> {
     let l = buffer.layout().clone();
-    let want = expected(l.fourcc, pattern);
+    let want = expected(l.fourcc(), pattern);
     let mut m = buffer.map(false).map_err(|e| e.to_string())?;
     let a = m.access(Access::Read).map_err(|e| e.to_string())?;
-    for y in 0..l.height {
+    for y in 0..l.height() {
         let row = a.row(0, y);
         for (x, px) in row.chunks_exact(4).enumerate() {
-            let tol = if l.fourcc == Fourcc::YUYV { 1 } else { 0 };
+            let tol = if l.fourcc() == Fourcc::YUYV { 1 } else { 0 };
             if px[..want.len()]
                 .iter()
                 .zip(&want)
@@ -174,7 +174,7 @@ fn export_mode_yuyv_content_checked() {
         .buffers
         .iter()
         .all(|b| b.kind() == frameshare::BufferKind::V4l2Export));
-    assert_eq!(src.layout().planes[0].stride, 1280);
+    assert_eq!(src.layout().planes()[0].stride, 1280);
     capture_and_check(&mut src, &p.buffers, 24);
     assert_eq!(src.bytes_copied(), 0);
 }
@@ -294,7 +294,7 @@ fn unsupported_requests_say_what_the_camera_offers() {
     match V4l2Source::open(&bad_format) {
         // vivid lists AB24 (RGBA32 in V4L2 terms is another code): either it maps, or the
         // error lists what the camera offers.
-        Ok(s) => assert_eq!(s.layout().fourcc, Fourcc::AB24),
+        Ok(s) => assert_eq!(s.layout().fourcc(), Fourcc::AB24),
         Err(e) => assert!(e.to_string().contains("YUYV"), "{e}"),
     }
 }
@@ -351,8 +351,8 @@ fn export_mode_nv12_planes_content_checked() {
         return;
     };
     let l = src.layout().clone();
-    assert_eq!(l.planes.len(), 2);
-    assert_eq!(l.planes[1].offset, l.planes[0].stride as u64 * 480);
+    assert_eq!(l.planes().len(), 2);
+    assert_eq!(l.planes()[1].offset, l.planes()[0].stride as u64 * 480);
     let p = src.prepare(Mode::Export, 3, None).unwrap();
     src.start().unwrap();
     for _ in 0..4 {
@@ -721,7 +721,7 @@ fn separate_plane_nv12_camera_to_kms() {
     let p = src.prepare(Mode::Export, 4, None).unwrap();
     for b in &p.buffers {
         assert_eq!(b.fds().len(), 2, "one fd per plane: {:?}", b.layout());
-        let fd_of = |i: usize| b.layout().planes[i].fd_index;
+        let fd_of = |i: usize| b.layout().planes()[i].fd_index;
         assert_eq!((fd_of(0), fd_of(1)), (0, 1));
     }
     drop(p);

@@ -145,8 +145,8 @@ fn drm_dumb_uses_the_driver_pitch() {
     let layout = FrameLayout::linear(Fourcc::XR24, 100, 50, 1).unwrap();
     let b = a.allocate(&layout).unwrap();
     assert_eq!(b.kind(), BufferKind::DrmDumb);
-    assert!(b.layout().planes[0].stride >= 400, "{:?}", b.layout());
-    assert_eq!((b.layout().width, b.layout().height), (100, 50));
+    assert!(b.layout().planes()[0].stride >= 400, "{:?}", b.layout());
+    assert_eq!((b.layout().width(), b.layout().height()), (100, 50));
     // Allocate-and-drop many times: nothing may accumulate (the GEM handle is closed right
     // after the PRIME export; the memory goes with the last dma-buf fd).
     for _ in 0..200 {

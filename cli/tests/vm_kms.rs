@@ -72,16 +72,16 @@ fn assert_capture_matches(
     layout: &FrameLayout,
     seq: u64,
 ) {
-    assert!(cap.width >= layout.width && cap.height >= layout.height);
+    assert!(cap.width >= layout.width() && cap.height >= layout.height());
     let (ox, oy) = (
-        (cap.width - layout.width) / 2,
-        (cap.height - layout.height) / 2,
+        (cap.width - layout.width()) / 2,
+        (cap.height - layout.height()) / 2,
     );
     let frame = scene.frame(seq);
-    for y in 0..layout.height {
+    for y in 0..layout.height() {
         let want = frame.row(0, y);
         let got = cap.row(oy + y);
-        for x in 0..layout.width as usize {
+        for x in 0..layout.width() as usize {
             let w = &want[4 * x..4 * x + 3];
             let g = &got[4 * (ox as usize + x)..4 * (ox as usize + x) + 3];
             assert_eq!(g, w, "frame {seq}: pixel ({x}, {y}) differs on screen");
@@ -334,10 +334,10 @@ fn gbm_allocator_on_each_node() {
                     match a.allocate(&l) {
                         Ok(b) => made.push(format!(
                             "{f}: {:?} via {:?}, {} fd(s), modifier {}",
-                            b.layout().planes,
+                            b.layout().planes(),
                             a.last_create_path().unwrap(),
                             b.fds().len(),
-                            b.layout().modifier
+                            b.layout().modifier()
                         )),
                         Err(e) => made.push(format!("{f}: {e}")),
                     }
@@ -351,8 +351,8 @@ fn gbm_allocator_on_each_node() {
     let l = FrameLayout::linear(Fourcc::XR24, 320, 240, 64).unwrap();
     let b = a.allocate(&l).unwrap();
     assert_eq!(b.kind(), frameshare::BufferKind::Gbm);
-    assert_eq!(b.layout().modifier, frameshare::Modifier::LINEAR);
-    assert!(b.layout().planes[0].stride >= 320 * 4);
+    assert_eq!(b.layout().modifier(), frameshare::Modifier::LINEAR);
+    assert!(b.layout().planes()[0].stride >= 320 * 4);
     let mut m = b.map(true).expect("GBM dma-bufs map for writing");
     m.access(Access::Write).unwrap().row_mut(0, 0)[0] = 7;
 }

@@ -104,7 +104,7 @@ impl Allocator for DmaHeapAllocator {
             sys_err(kind, "DMA_HEAP_IOCTL_ALLOC", Some(self.path.clone())),
         )?;
         self.count += 1;
-        let name = format!("frameshare {} {}", layout.fourcc, self.count);
+        let name = format!("frameshare {} {}", layout.fourcc(), self.count);
         if let Err(e) = sys::dma_buf::set_name(fd.as_fd(), &name) {
             log::debug!("DMA_BUF_SET_NAME: {e}"); // cosmetic only
         }

@@ -172,25 +172,27 @@ fn dumb_request(layout: &FrameLayout) -> (u32, u32, u32) {
         let bits = p.bytes_per_block * 8;
         if bits % p.block_width == 0 {
             let bpp = bits / p.block_width;
-            let stride_bits = layout.planes[0].stride as u64 * 8;
+            let stride_bits = layout.planes()[0].stride as u64 * 8;
             let width = if stride_bits % bpp as u64 == 0 {
                 (stride_bits / bpp as u64) as u32
             } else {
-                layout.width
+                layout.width()
             };
-            return (width.max(layout.width), layout.height, bpp);
+            return (width.max(layout.width()), layout.height(), bpp);
         }
     }
-    let width = layout.planes.iter().map(|p| p.stride).max().unwrap_or(0);
-    let rows = (0..layout.planes.len()).map(|i| layout.plane_rows(i)).sum();
+    let width = layout.planes().iter().map(|p| p.stride).max().unwrap_or(0);
+    let rows = (0..layout.planes().len())
+        .map(|i| layout.plane_rows(i))
+        .sum();
     (width, rows, 8)
 }
 
 /// The layout of a dumb buffer with the driver's `pitch`: planes stacked, all with that pitch.
 fn dumb_layout(layout: &FrameLayout, pitch: u32) -> Result<FrameLayout, AllocError> {
     let mut offset = 0u64;
-    let mut planes = Vec::with_capacity(layout.planes.len());
-    for i in 0..layout.planes.len() {
+    let mut planes = Vec::with_capacity(layout.planes().len());
+    for i in 0..layout.planes().len() {
         planes.push(PlaneLayout {
             fd_index: 0,
             offset,
@@ -198,13 +200,14 @@ fn dumb_layout(layout: &FrameLayout, pitch: u32) -> Result<FrameLayout, AllocErr
         });
         offset += pitch as u64 * layout.plane_rows(i) as u64;
     }
-    let out = FrameLayout {
+    Ok(FrameLayout::new(
+        layout.fourcc(),
+        layout.modifier(),
+        layout.width(),
+        layout.height(),
         planes,
-        size: offset,
-        ..layout.clone()
-    };
-    out.validate()?;
-    Ok(out)
+        offset,
+    )?)
 }
 
 impl Allocator for DrmDumbAllocator {
@@ -220,7 +223,7 @@ impl Allocator for DrmDumbAllocator {
         layout.validate()?;
         let kind = BufferKind::DrmDumb;
         let (width, height, bpp) = dumb_request(layout);
-        let format = DrmFourcc::try_from(layout.fourcc.0).unwrap_or(DrmFourcc::Xrgb8888);
+        let format = DrmFourcc::try_from(layout.fourcc().0).unwrap_or(DrmFourcc::Xrgb8888);
         let dumb = self
             .card
             .create_dumb_buffer((width, height), format, bpp)
@@ -248,7 +251,7 @@ impl Allocator for DrmDumbAllocator {
         self.count += 1;
         let _ = crate::sys::dma_buf::set_name(
             fd.as_fd(),
-            &format!("frameshare {} {}", layout.fourcc, self.count),
+            &format!("frameshare {} {}", layout.fourcc(), self.count),
         );
         let out = dumb_layout(layout, pitch)?;
         Ok(Buffer::from_fds(kind, out, vec![fd])?)
@@ -278,9 +281,9 @@ mod tests {
     fn layouts_use_the_driver_pitch() {
         let l = FrameLayout::linear(Fourcc::NV12, 320, 240, 64).unwrap();
         let d = dumb_layout(&l, 384).unwrap();
-        assert_eq!(d.planes[0].stride, 384);
-        assert_eq!(d.planes[1].offset, 384 * 240);
-        assert_eq!(d.size, 384 * 360);
+        assert_eq!(d.planes()[0].stride, 384);
+        assert_eq!(d.planes()[1].offset, 384 * 240);
+        assert_eq!(d.size(), 384 * 360);
         assert!(dumb_layout(&l, 100).is_err(), "pitch below a row of pixels");
     }
 }

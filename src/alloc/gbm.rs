@@ -149,15 +149,15 @@ impl GbmAllocator {
     }
 
     fn create_bo(&mut self, layout: &FrameLayout) -> Result<BufferObject<()>, String> {
-        let format = Format::try_from(layout.fourcc.0)
-            .map_err(|_| format!("GBM does not know the format {}", layout.fourcc))?;
+        let format = Format::try_from(layout.fourcc().0)
+            .map_err(|_| format!("GBM does not know the format {}", layout.fourcc()))?;
         let mods: Vec<Modifier> = match &self.modifiers {
             Some(m) => m.clone(),
-            None if layout.modifier == Modifier::INVALID => vec![Modifier::LINEAR],
-            None => vec![layout.modifier],
+            None if layout.modifier() == Modifier::INVALID => vec![Modifier::LINEAR],
+            None => vec![layout.modifier()],
         };
         let gbm_mods = || mods.iter().map(|m| ::gbm::Modifier::from(m.0));
-        let (w, h) = (layout.width, layout.height);
+        let (w, h) = (layout.width(), layout.height());
         let mut errors = Vec::new();
         let attempts: [(CreatePath, &MakeBo<'_>); 5] = [
             (CreatePath::Modifiers2Scanout, &|| {
@@ -210,7 +210,7 @@ impl GbmAllocator {
         }
         Err(format!(
             "cannot make a {} {w}x{h} buffer with modifiers {:?} ({})",
-            layout.fourcc,
+            layout.fourcc(),
             mods,
             errors.join(", ")
         ))
@@ -269,7 +269,7 @@ impl Allocator for GbmAllocator {
         let want = layout.info().planes.len();
         if planes != want {
             return Err(FormatError::PlaneCount {
-                fourcc: layout.fourcc,
+                fourcc: layout.fourcc(),
                 want,
                 got: planes,
             }
@@ -313,19 +313,19 @@ impl Allocator for GbmAllocator {
                 }
             })?;
         let _ = rustix::fs::seek(fds[0].as_fd(), rustix::fs::SeekFrom::Start(0));
-        let actual = FrameLayout {
-            fourcc: layout.fourcc,
+        let actual = FrameLayout::new(
+            layout.fourcc(),
             modifier,
-            width: layout.width,
-            height: layout.height,
-            planes: plane_layouts,
+            layout.width(),
+            layout.height(),
+            plane_layouts,
             size,
-        };
+        )?;
         drop(bo); // the dma-buf fds own the memory now
         self.count += 1;
         if let Err(e) = crate::sys::dma_buf::set_name(
             fds[0].as_fd(),
-            &format!("frameshare gbm {} {}", layout.fourcc, self.count),
+            &format!("frameshare gbm {} {}", layout.fourcc(), self.count),
         ) {
             log::debug!("DMA_BUF_SET_NAME: {e}");
         }

@@ -40,7 +40,7 @@ impl Allocator for MemfdAllocator {
     fn allocate(&mut self, layout: &FrameLayout) -> Result<Buffer, AllocError> {
         layout.validate()?;
         self.count += 1;
-        let name = format!("frameshare-{}-{}", layout.fourcc, self.count);
+        let name = format!("frameshare-{}-{}", layout.fourcc(), self.count);
         let fd = create_unsealed(BufferKind::Memfd, &name, allocation_size(layout))?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(sys_err(BufferKind::Memfd, "F_ADD_SEALS", None))?;

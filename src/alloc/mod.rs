@@ -83,7 +83,7 @@ pub(crate) fn sys_err(
 /// Bytes to allocate for a layout: its size rounded up to whole pages.
 pub fn allocation_size(layout: &FrameLayout) -> u64 {
     let page = crate::sys::mem::page_size() as u64;
-    layout.size.max(layout.required_size(0)).div_ceil(page) * page
+    layout.size().max(layout.required_size(0)).div_ceil(page) * page
 }
 
 /// The order `auto` tries: dma-bufs first (importable by GPUs, displays and cameras), then memfd.

@@ -66,7 +66,7 @@ impl Allocator for UdmabufAllocator {
             .map_err(sys_err(kind, "UDMABUF_CREATE", Some(UDMABUF_PATH.into())))?;
         let _ = sys::dma_buf::set_name(
             fd.as_fd(),
-            &format!("frameshare {} {}", layout.fourcc, self.count),
+            &format!("frameshare {} {}", layout.fourcc(), self.count),
         );
         Ok(Buffer::from_fds(kind, layout.clone(), vec![fd])?)
     }

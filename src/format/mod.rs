@@ -286,20 +286,16 @@ pub struct PlaneLayout {
 }
 
 /// The complete description of a frame buffer's pixels: what crosses the socket once per buffer.
+/// Always valid: made by [`FrameLayout::linear`] or checked by [`FrameLayout::new`], so every
+/// accessor can rely on a known format and planes that fit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameLayout {
-    /// Pixel format.
-    pub fourcc: Fourcc,
-    /// Tiling modifier.
-    pub modifier: Modifier,
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Planes in format order.
-    pub planes: Vec<PlaneLayout>,
-    /// Bytes of memory needed (per fd: the furthest plane end; for one fd, the whole buffer).
-    pub size: u64,
+    fourcc: Fourcc,
+    modifier: Modifier,
+    width: u32,
+    height: u32,
+    planes: Vec<PlaneLayout>,
+    size: u64,
 }
 
 /// Errors in format names, sizes and layouts.
@@ -396,6 +392,79 @@ fn align_up(v: u64, align: u64) -> u64 {
 }
 
 impl FrameLayout {
+    /// A layout from its parts (a peer's AddBuffer, a driver's allocation), checked with the
+    /// rules of [`FrameLayout::validate`]: known format, sane dimensions, plane count, strides
+    /// wide enough, fd indices dense, no overflow, `size` covering every plane of fd 0.
+    pub fn new(
+        fourcc: Fourcc,
+        modifier: Modifier,
+        width: u32,
+        height: u32,
+        planes: Vec<PlaneLayout>,
+        size: u64,
+    ) -> Result<Self, FormatError> {
+        let l = FrameLayout {
+            fourcc,
+            modifier,
+            width,
+            height,
+            planes,
+            size,
+        };
+        l.validate()?;
+        Ok(l)
+    }
+
+    /// Pixel format.
+    pub fn fourcc(&self) -> Fourcc {
+        self.fourcc
+    }
+
+    /// Tiling modifier.
+    pub fn modifier(&self) -> Modifier {
+        self.modifier
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// (width, height).
+    pub fn size_px(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// Planes in format order.
+    pub fn planes(&self) -> &[PlaneLayout] {
+        &self.planes
+    }
+
+    /// Bytes of memory needed (per fd: the furthest plane end; for one fd, the whole buffer).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The planes, writable without re-validation: tests build layouts a hostile peer could send.
+    #[cfg(test)]
+    pub(crate) fn planes_mut_unchecked(&mut self) -> &mut Vec<PlaneLayout> {
+        &mut self.planes
+    }
+
+    /// The same layout with another modifier (for allocators that learn the modifier from the
+    /// driver), checked again.
+    pub fn with_modifier(&self, modifier: Modifier) -> Result<Self, FormatError> {
+        let mut l = self.clone();
+        l.modifier = modifier;
+        l.validate()?;
+        Ok(l)
+    }
+
     /// A LINEAR layout with all planes in one memory object, each stride rounded up to
     /// `stride_align` bytes (a power of two) and each plane starting on a `stride_align` boundary.
     pub fn linear(

@@ -281,15 +281,15 @@ impl Message {
             } => {
                 w.u32(*id);
                 w.u8(kind.to_wire());
-                w.u8(layout.planes.len() as u8);
+                w.u8(layout.planes().len() as u8);
                 w.u16(0);
-                w.u32(layout.fourcc.0);
-                w.u64(layout.modifier.0);
-                w.u32(layout.width);
-                w.u32(layout.height);
-                w.u64(layout.size);
+                w.u32(layout.fourcc().0);
+                w.u64(layout.modifier().0);
+                w.u32(layout.width());
+                w.u32(layout.height());
+                w.u64(layout.size());
                 w.u32(*sysv_id as u32);
-                for p in &layout.planes {
+                for p in layout.planes() {
                     w.u32(p.fd_index);
                     w.u32(p.stride);
                     w.u64(p.offset);
@@ -426,16 +426,7 @@ impl Message {
                         stride,
                     });
                 }
-                let layout = FrameLayout {
-                    fourcc,
-                    modifier,
-                    width,
-                    height,
-                    planes,
-                    size,
-                };
-                layout
-                    .validate()
+                let layout = FrameLayout::new(fourcc, modifier, width, height, planes, size)
                     .map_err(|source| WireError::Layout { id, source })?;
                 if (kind == BufferKind::SysvShm) != (sysv_id >= 0) {
                     return Err(WireError::Field {
@@ -783,7 +774,8 @@ mod tests {
     fn plane_outside_buffer_is_rejected() {
         let mut m = add_buffer();
         if let Message::AddBuffer { layout, .. } = &mut m {
-            layout.planes[1].offset = layout.size - 10;
+            let size = layout.size();
+            layout.planes_mut_unchecked()[1].offset = size - 10;
         }
         let b = encoded(&m);
         assert!(matches!(

@@ -118,7 +118,7 @@ impl DisplaySink {
     /// Whether the plane takes `buffer` as it is.
     fn direct(&self, buffer: &Buffer) -> bool {
         let l = buffer.layout();
-        buffer.kind().is_dma_buf() && self.kms.scans_out(l.fourcc, l.modifier)
+        buffer.kind().is_dma_buf() && self.kms.scans_out(l.fourcc(), l.modifier())
     }
 
     /// Whether the conversion may be offered at all (cheap: no device is opened).
@@ -162,12 +162,12 @@ impl DisplaySink {
     /// Sets `buffer` up to be converted into a new display buffer of its size.
     fn add_converted(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
         let l = buffer.layout();
-        if !CONVERTIBLE.contains(&l.fourcc) || l.modifier != Modifier::LINEAR {
+        if !CONVERTIBLE.contains(&l.fourcc()) || l.modifier() != Modifier::LINEAR {
             return Err(SinkError::Unsupported(format!(
                 "buffer {id}: {} with modifier {} can be neither scanned out by {} ({}) nor \
                  converted (the conversion reads LINEAR {})",
-                l.fourcc,
-                l.modifier,
+                l.fourcc(),
+                l.modifier(),
                 self.kms.connector_name(),
                 fourcc_names(self.kms.formats().iter().map(|f| f.fourcc)),
                 fourcc_names(CONVERTIBLE),
@@ -179,7 +179,7 @@ impl DisplaySink {
             })?;
             self.allocator = Some(a);
         }
-        let want = FrameLayout::linear(Fourcc::XR24, l.width, l.height, 64)
+        let want = FrameLayout::linear(Fourcc::XR24, l.width(), l.height(), 64)
             .map_err(|e| SinkError::Unsupported(format!("buffer {id}: {e}")))?;
         let display = self
             .allocator
@@ -193,8 +193,8 @@ impl DisplaySink {
         let what = format!(
             "buffer {id} ({} {} {}) cannot be scanned out as it is",
             buffer.kind(),
-            l.fourcc,
-            l.modifier
+            l.fourcc(),
+            l.modifier()
         );
         self.vulkan()
             .map_err(|e| SinkError::Unsupported(format!("{what}, and {e}")))?
@@ -209,12 +209,12 @@ impl DisplaySink {
             "display: buffer {id} ({} {} {}x{}) is converted on the GPU into a {} {}x{} \
              display buffer",
             buffer.kind(),
-            l.fourcc,
-            l.width,
-            l.height,
+            l.fourcc(),
+            l.width(),
+            l.height(),
             BufferKind::DrmDumb,
-            l.width,
-            l.height
+            l.width(),
+            l.height()
         );
         self.stats.converted_buffers += 1;
         self.converted.insert(
@@ -234,14 +234,18 @@ pub fn conversion_mismatch(frame: &CpuAccess<'_>, display: &CpuAccess<'_>) -> Op
     let want = frame.to_rgba();
     let l = frame.layout();
     let d = display.layout();
-    if d.fourcc != Fourcc::XR24 || (d.width, d.height) != (l.width, l.height) {
+    if d.fourcc() != Fourcc::XR24 || (d.width(), d.height()) != (l.width(), l.height()) {
         return Some(format!(
             "display buffer is {} {}x{}, not XR24 {}x{}",
-            d.fourcc, d.width, d.height, l.width, l.height
+            d.fourcc(),
+            d.width(),
+            d.height(),
+            l.width(),
+            l.height()
         ));
     }
-    let w = l.width as usize;
-    for y in 0..l.height {
+    let w = l.width() as usize;
+    for y in 0..l.height() {
         let got = display.row(0, y);
         let exp = &want[y as usize * w * 4..(y as usize + 1) * w * 4];
         for x in 0..w {
@@ -251,7 +255,7 @@ pub fn conversion_mismatch(frame: &CpuAccess<'_>, display: &CpuAccess<'_>) -> Op
                 return Some(format!(
                     "pixel ({x}, {y}): the display buffer has B,G,R {g:?}, the conversion of \
                      the {} frame gives {bgr:?}",
-                    l.fourcc
+                    l.fourcc()
                 ));
             }
         }

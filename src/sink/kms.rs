@@ -147,6 +147,9 @@ pub enum KmsError {
     /// A fence failed.
     #[error(transparent)]
     Fence(#[from] FenceError),
+    /// A layout the driver gave back does not hold.
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
 }
 
 impl From<KmsError> for SinkError {
@@ -491,18 +494,18 @@ struct FbDesc<'a> {
 
 impl PlanarBuffer for FbDesc<'_> {
     fn size(&self) -> (u32, u32) {
-        (self.layout.width, self.layout.height)
+        (self.layout.width(), self.layout.height())
     }
     fn format(&self) -> DrmFourcc {
         self.format
     }
     fn modifier(&self) -> Option<DrmModifier> {
-        (self.layout.modifier != Modifier::INVALID)
-            .then(|| DrmModifier::from(self.layout.modifier.0))
+        (self.layout.modifier() != Modifier::INVALID)
+            .then(|| DrmModifier::from(self.layout.modifier().0))
     }
     fn pitches(&self) -> [u32; 4] {
         let mut p = [0; 4];
-        for (i, pl) in self.layout.planes.iter().enumerate() {
+        for (i, pl) in self.layout.planes().iter().enumerate() {
             p[i] = pl.stride;
         }
         p
@@ -512,7 +515,7 @@ impl PlanarBuffer for FbDesc<'_> {
     }
     fn offsets(&self) -> [u32; 4] {
         let mut o = [0; 4];
-        for (i, pl) in self.layout.planes.iter().enumerate() {
+        for (i, pl) in self.layout.planes().iter().enumerate() {
             o[i] = pl.offset as u32;
         }
         o
@@ -788,7 +791,7 @@ impl KmsSink {
             });
         }
         let layout = buffer.layout().clone();
-        if !self.output.scans_out(layout.fourcc, layout.modifier) {
+        if !self.output.scans_out(layout.fourcc(), layout.modifier()) {
             let mut have: Vec<String> = self
                 .output
                 .formats
@@ -799,16 +802,16 @@ impl KmsSink {
             return Err(KmsError::Unsupported {
                 path: self.card.path().to_owned(),
                 plane: self.output.plane.into(),
-                fourcc: layout.fourcc,
-                modifier: layout.modifier,
+                fourcc: layout.fourcc(),
+                modifier: layout.modifier(),
                 supported: have.join(" "),
             });
         }
-        let format = DrmFourcc::try_from(layout.fourcc.0).map_err(|_| KmsError::Unsupported {
+        let format = DrmFourcc::try_from(layout.fourcc().0).map_err(|_| KmsError::Unsupported {
             path: self.card.path().to_owned(),
             plane: self.output.plane.into(),
-            fourcc: layout.fourcc,
-            modifier: layout.modifier,
+            fourcc: layout.fourcc(),
+            modifier: layout.modifier(),
             supported: "formats the drm crate names".into(),
         })?;
         // One GEM handle per distinct dma-buf (PRIME gives the same handle for the same dma-buf,
@@ -834,7 +837,7 @@ impl KmsSink {
                 }
             }
         }
-        for (i, PlaneLayout { fd_index, .. }) in layout.planes.iter().enumerate() {
+        for (i, PlaneLayout { fd_index, .. }) in layout.planes().iter().enumerate() {
             plane_handles[i] = drm::control::from_u32(gems[*fd_index as usize]);
         }
         let desc = FbDesc {
@@ -842,7 +845,7 @@ impl KmsSink {
             handles: plane_handles,
             format,
         };
-        let with_mods = self.addfb_modifiers && layout.modifier != Modifier::INVALID;
+        let with_mods = self.addfb_modifiers && layout.modifier() != Modifier::INVALID;
         let flags = if with_mods {
             FbCmd2Flags::MODIFIERS
         } else {
@@ -850,7 +853,7 @@ impl KmsSink {
         };
         let fb = if with_mods {
             self.card.add_planar_framebuffer(&desc, flags)
-        } else if layout.modifier == Modifier::LINEAR || layout.modifier == Modifier::INVALID {
+        } else if layout.modifier() == Modifier::LINEAR || layout.modifier() == Modifier::INVALID {
             // Without the modifiers flag the driver assumes its default layout, which is LINEAR
             // for every driver that lacks ADDFB2_MODIFIERS.
             let desc = FbDescNoMod(&desc);
@@ -860,8 +863,8 @@ impl KmsSink {
             return Err(KmsError::Unsupported {
                 path: self.card.path().to_owned(),
                 plane: self.output.plane.into(),
-                fourcc: layout.fourcc,
-                modifier: layout.modifier,
+                fourcc: layout.fourcc(),
+                modifier: layout.modifier(),
                 supported: "LINEAR only (driver lacks DRM_CAP_ADDFB2_MODIFIERS)".into(),
             });
         };
@@ -870,10 +873,10 @@ impl KmsSink {
             Err(e) => {
                 let err = self.sys_err(&format!(
                     "DRM_IOCTL_MODE_ADDFB2 ({} {}x{} {}, pitches {:?}, offsets {:?})",
-                    layout.fourcc,
-                    layout.width,
-                    layout.height,
-                    layout.modifier,
+                    layout.fourcc(),
+                    layout.width(),
+                    layout.height(),
+                    layout.modifier(),
                     desc.pitches(),
                     desc.offsets()
                 ))(e);
@@ -999,15 +1002,15 @@ impl KmsSink {
         let (mw, mh) = self.mode_size().expect("mode chosen before placement");
         if scaled {
             return Placement {
-                src_w: layout.width,
-                src_h: layout.height,
+                src_w: layout.width(),
+                src_h: layout.height(),
                 crtc_x: 0,
                 crtc_y: 0,
                 crtc_w: mw,
                 crtc_h: mh,
             };
         }
-        let (w, h) = (layout.width.min(mw), layout.height.min(mh));
+        let (w, h) = (layout.width().min(mw), layout.height().min(mh));
         Placement {
             src_w: w,
             src_h: h,
@@ -1065,11 +1068,11 @@ impl KmsSink {
     /// if not already done for this size.
     fn ensure_mode(&mut self, id: u32) -> Result<bool, KmsError> {
         let layout = self.imported[&id].layout.clone();
-        let size = (layout.width, layout.height);
+        let size = (layout.width(), layout.height());
         if self.mode.is_some() && self.placement.is_some() && self.mode_for == Some(size) {
             return Ok(false);
         }
-        let mode = self.output.pick_mode(layout.width, layout.height);
+        let mode = self.output.pick_mode(layout.width(), layout.height());
         let blob = self
             .card
             .create_property_blob(&mode)
@@ -1106,7 +1109,7 @@ impl KmsSink {
                                 path: self.card.path().to_owned(),
                                 why: format!(
                                     "the plane only takes {}x{} frames scaled to the mode; writeback verification compares unscaled frames",
-                                    layout.width, layout.height
+                                    layout.width(), layout.height()
                                 ),
                             });
                         }
@@ -1116,8 +1119,8 @@ impl KmsSink {
                             mode.size().0,
                             mode.size().1,
                             mode.vrefresh(),
-                            layout.width,
-                            layout.height,
+                            layout.width(),
+                            layout.height(),
                             pl,
                             if wb_only {
                                 "; writeback connector as the CRTC's only output"
@@ -1138,8 +1141,8 @@ impl KmsSink {
         self.mode_for = None;
         Err(self.sys_err(&format!(
             "atomic TEST_ONLY of {}x{} frames on mode {}x{} (unscaled and scaled{})",
-            layout.width,
-            layout.height,
+            layout.width(),
+            layout.height(),
             mode.size().0,
             mode.size().1,
             if self.writeback.is_some() {
@@ -1364,7 +1367,7 @@ impl KmsSink {
         let pl = self.placement.expect("placement chosen");
         let layout = self.imported[&id].layout.clone();
         if let Some(p) = self.pattern {
-            let same = matches!(&self.scene, Some((l, _)) if l.fourcc == layout.fourcc && l.width == layout.width && l.height == layout.height);
+            let same = matches!(&self.scene, Some((l, _)) if l.fourcc() == layout.fourcc() && l.width() == layout.width() && l.height() == layout.height());
             if !same {
                 self.scene = Some((layout.clone(), Scene::new(p, &layout)));
             }
@@ -1379,32 +1382,34 @@ impl KmsSink {
         let dst = &wb_access;
         let result = match (&spec, imp.mapping.as_mut()) {
             (Some(f), _) => {
-                compare_rows(layout.fourcc, pl, |y| f.row(0, y), |y| dst.row(0, y)).map_err(|why| {
-                    // Name a stale capture: one that shows the frame before.
-                    let before = seq
-                        .checked_sub(1)
-                        .zip(self.scene.as_ref())
-                        .map(|(s, (_, scene))| scene.frame(s));
-                    match before {
-                        Some(b)
-                            if compare_rows(
-                                layout.fourcc,
-                                pl,
-                                |y| b.row(0, y),
-                                |y| dst.row(0, y),
-                            )
-                            .is_ok() =>
-                        {
-                            format!("{why}; the capture shows frame {} instead", seq - 1)
+                compare_rows(layout.fourcc(), pl, |y| f.row(0, y), |y| dst.row(0, y)).map_err(
+                    |why| {
+                        // Name a stale capture: one that shows the frame before.
+                        let before = seq
+                            .checked_sub(1)
+                            .zip(self.scene.as_ref())
+                            .map(|(s, (_, scene))| scene.frame(s));
+                        match before {
+                            Some(b)
+                                if compare_rows(
+                                    layout.fourcc(),
+                                    pl,
+                                    |y| b.row(0, y),
+                                    |y| dst.row(0, y),
+                                )
+                                .is_ok() =>
+                            {
+                                format!("{why}; the capture shows frame {} instead", seq - 1)
+                            }
+                            _ => why,
                         }
-                        _ => why,
-                    }
-                })
+                    },
+                )
             }
             (None, Some(m)) => {
                 let a = m.access(Access::Read)?;
                 let src = &a;
-                compare_rows(layout.fourcc, pl, |y| src.row(0, y), |y| dst.row(0, y))
+                compare_rows(layout.fourcc(), pl, |y| src.row(0, y), |y| dst.row(0, y))
             }
             (None, None) => {
                 return Err(KmsError::Writeback {
@@ -1848,17 +1853,23 @@ pub mod writeback {
                     return Err(sys("DRM_IOCTL_PRIME_HANDLE_TO_FD", e));
                 }
             };
-            let layout = FrameLayout {
-                fourcc: Fourcc::XR24,
-                modifier: Modifier::LINEAR,
+            let layout = match FrameLayout::new(
+                Fourcc::XR24,
+                Modifier::LINEAR,
                 width,
                 height,
-                planes: vec![PlaneLayout {
+                vec![PlaneLayout {
                     fd_index: 0,
                     offset: 0,
                     stride: pitch,
                 }],
-                size: pitch as u64 * height as u64,
+                pitch as u64 * height as u64,
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    cleanup_gem(card);
+                    return Err(KmsError::Format(e));
+                }
             };
             let made = Buffer::from_fds(BufferKind::DrmDumb, layout.clone(), vec![fd])
                 .and_then(|b| b.map(true));

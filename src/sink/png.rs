@@ -87,8 +87,8 @@ impl Sink for PngSink {
         };
         write_png(
             &self.dir.join(format!("frame-{:06}.png", frame.seq)),
-            l.width,
-            l.height,
+            l.width(),
+            l.height(),
             &rgba,
         )?;
         self.written += 1;

@@ -73,7 +73,7 @@ impl Sink for VerifySink {
             .pattern
             .ok_or_else(|| SinkError::Unsupported("verify sink used before start".into()))?;
         let layout = frame.buffer.layout();
-        let same = matches!(&self.scene, Some((l, _)) if l.fourcc == layout.fourcc && l.width == layout.width && l.height == layout.height);
+        let same = matches!(&self.scene, Some((l, _)) if l.fourcc() == layout.fourcc() && l.width() == layout.width() && l.height() == layout.height());
         if !same {
             self.scene = Some((layout.clone(), Scene::new(pattern, layout)));
         }

@@ -131,7 +131,7 @@ fn even(v: u32) -> u32 {
 impl Scene {
     /// The scene for frames of `layout`'s format and size.
     pub fn new(pattern: Pattern, layout: &FrameLayout) -> Scene {
-        let (w, h) = (layout.width, layout.height);
+        let (w, h) = (layout.width(), layout.height());
         let split = |n: usize| -> Vec<u32> {
             (0..=n)
                 .map(|i| {
@@ -164,7 +164,7 @@ impl Scene {
         let cell_width = even(w / 64).max(2);
         Scene {
             pattern,
-            fourcc: layout.fourcc,
+            fourcc: layout.fourcc(),
             width: w,
             height: h,
             vsubs: layout.info().planes.iter().map(|p| p.vsub).collect(),

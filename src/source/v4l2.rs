@@ -266,16 +266,15 @@ pub(crate) fn layout_of(fmt: &PixFormat) -> Option<FrameLayout> {
             offset += stride as u64 * (fmt.height / pi.vsub) as u64;
         }
     }
-    let l = FrameLayout {
+    FrameLayout::new(
         fourcc,
-        modifier: Modifier::LINEAR,
-        width: fmt.width,
-        height: fmt.height,
+        Modifier::LINEAR,
+        fmt.width,
+        fmt.height,
         planes,
-        size: fmt.planes.first()?.sizeimage as u64,
-    };
-    l.validate().ok()?;
-    Some(l)
+        fmt.planes.first()?.sizeimage as u64,
+    )
+    .ok()
 }
 
 /// Widens a driver's 32-bit sequence number given the last widened one (wrap-around aware).
@@ -662,7 +661,7 @@ impl V4l2Source {
             fourcc_name(self.format.pixelformat),
             self.format.width,
             self.format.height,
-            self.layout.fourcc,
+            self.layout.fourcc(),
             fps_of(self.interval),
             if self.multiplanar() {
                 "multi-planar"
@@ -823,15 +822,15 @@ impl V4l2Source {
             .ok_or_else(|| self.mode_err(Mode::Import, "no buffers given".into()))?;
         let bl = first.layout().clone();
         if bl
-            .planes
+            .planes()
             .iter()
-            .zip(&self.layout.planes)
+            .zip(self.layout.planes())
             .any(|(a, b)| a.stride != b.stride)
         {
             // Ask the driver for the buffers' strides.
             let mut want = self.format.clone();
             for (i, p) in want.planes.iter_mut().enumerate() {
-                if let Some(pl) = bl.planes.get(i) {
+                if let Some(pl) = bl.planes().get(i) {
                     p.bytesperline = pl.stride;
                     p.sizeimage = 0;
                 }
@@ -854,26 +853,30 @@ impl V4l2Source {
                     b.kind()
                 )));
             }
-            if (l.fourcc, l.width, l.height)
-                != (self.layout.fourcc, self.layout.width, self.layout.height)
+            if (l.fourcc(), l.width(), l.height())
+                != (
+                    self.layout.fourcc(),
+                    self.layout.width(),
+                    self.layout.height(),
+                )
             {
                 return Err(bad(format!(
                     "is {} {}x{}, the camera captures {} {}x{}",
-                    l.fourcc,
-                    l.width,
-                    l.height,
-                    self.layout.fourcc,
-                    self.layout.width,
-                    self.layout.height
+                    l.fourcc(),
+                    l.width(),
+                    l.height(),
+                    self.layout.fourcc(),
+                    self.layout.width(),
+                    self.layout.height()
                 )));
             }
-            if l.modifier != Modifier::LINEAR {
+            if l.modifier() != Modifier::LINEAR {
                 return Err(bad(format!(
                     "modifier {} (cameras write LINEAR)",
-                    l.modifier
+                    l.modifier()
                 )));
             }
-            for (p, (have, want)) in l.planes.iter().zip(&self.layout.planes).enumerate() {
+            for (p, (have, want)) in l.planes().iter().zip(self.layout.planes()).enumerate() {
                 if have.stride != want.stride {
                     return Err(bad(format!(
                         "plane {p} stride {} but the camera writes {} bytes per row (the driver would not change it)",
@@ -894,7 +897,7 @@ impl V4l2Source {
                 s.min(u32::MAX as u64) as u32
             };
             let planes: Vec<(usize, u32, u32)> = if mplane_separate {
-                l.planes
+                l.planes()
                     .iter()
                     .map(|p| {
                         let fdi = p.fd_index as usize;
@@ -1217,7 +1220,7 @@ impl V4l2Source {
         }
         let maps = &self.maps[frame.index as usize];
         let mut copied = 0u64;
-        for (p, pl) in self.layout.planes.iter().enumerate() {
+        for (p, pl) in self.layout.planes().iter().enumerate() {
             let map = maps[(pl.fd_index as usize).min(maps.len() - 1)].as_slice();
             let row_bytes = self.layout.plane_row_bytes(p);
             for r in 0..self.layout.plane_rows(p) {
@@ -1301,7 +1304,7 @@ mod tests {
         };
         let l = layout_of(&yuyv).unwrap();
         assert_eq!(
-            (l.fourcc, l.planes[0].stride, l.size),
+            (l.fourcc(), l.planes()[0].stride, l.size()),
             (Fourcc::YUYV, 1280, 614400)
         );
         let nv12 = PixFormat {
@@ -1315,8 +1318,8 @@ mod tests {
             }],
         };
         let l = layout_of(&nv12).unwrap();
-        assert_eq!(l.planes[1].offset, 64 * 32);
-        assert_eq!(l.planes[1].stride, 64);
+        assert_eq!(l.planes()[1].offset, 64 * 32);
+        assert_eq!(l.planes()[1].stride, 64);
         let nm12 = PixFormat {
             pixelformat: v(b"NM12"),
             planes: vec![
@@ -1333,7 +1336,7 @@ mod tests {
         };
         let l = layout_of(&nm12).unwrap();
         assert_eq!(l.fd_count(), 2);
-        assert_eq!((l.planes[1].fd_index, l.planes[1].offset), (1, 0));
+        assert_eq!((l.planes()[1].fd_index, l.planes()[1].offset), (1, 0));
     }
 
     #[test]

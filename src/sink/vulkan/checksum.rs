@@ -44,7 +44,7 @@ pub fn fold(row_sums: &[u32]) -> u32 {
 
 /// Rows of each plane, in global-row order (the shaders handle at most two planes).
 pub fn plane_rows(layout: &FrameLayout) -> Vec<u32> {
-    (0..layout.planes.len())
+    (0..layout.planes().len())
         .map(|p| layout.plane_rows(p))
         .collect()
 }
@@ -116,7 +116,7 @@ mod tests {
             let scene = Scene::new(Pattern::MovingBox, &layout);
             let frame = scene.frame(5);
             let mut direct = Vec::new();
-            for p in 0..layout.planes.len() {
+            for p in 0..layout.planes().len() {
                 for r in 0..layout.plane_rows(p) {
                     direct.push(row_sum(frame.row(p, r)));
                 }

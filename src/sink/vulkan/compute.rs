@@ -344,7 +344,7 @@ impl Slot {
         let gpu = &engine.gpu;
         let d = &gpu.device;
         let rows0 = layout.plane_rows(0);
-        let rows1 = if layout.planes.len() > 1 {
+        let rows1 = if layout.planes().len() > 1 {
             layout.plane_rows(1)
         } else {
             0
@@ -352,7 +352,7 @@ impl Slot {
         let rows = (rows0 + rows1) as usize;
         let mut outputs = Objects::new(gpu);
         let rgba_size = match output {
-            Output::Rgba => layout.width as u64 * layout.height as u64 * 4,
+            Output::Rgba => layout.width() as u64 * layout.height() as u64 * 4,
             Output::None | Output::Display(..) => 4,
         };
         // (mode, first word, words per row, the display buffer) of the conversion.
@@ -361,17 +361,17 @@ impl Slot {
                 Output::None => (0, 0, 0, None),
                 Output::Rgba => (1, 0, 0, None),
                 Output::Display(import, to) => {
-                    let plane = &to.planes[0];
-                    if to.fourcc != Fourcc::XR24
-                        || (to.width, to.height) != (layout.width, layout.height)
+                    let plane = to.planes()[0];
+                    if to.fourcc() != Fourcc::XR24
+                        || (to.width(), to.height()) != (layout.width(), layout.height())
                         || plane.offset % 4 != 0
                         || plane.stride % 4 != 0
                     {
                         return Err(VulkanError::Other(format!(
                         "display buffer {} {}x{} (offset {}, stride {}) cannot take a converted \
                          {}x{} frame: it must be XR24 of the same size, 4-byte aligned",
-                        to.fourcc, to.width, to.height, plane.offset, plane.stride,
-                        layout.width, layout.height
+                        to.fourcc(), to.width(), to.height(), plane.offset, plane.stride,
+                        layout.width(), layout.height()
                     )));
                     }
                     let Reads::Buffers { .. } = import.reads else {
@@ -478,7 +478,7 @@ impl Slot {
         };
         let pl = |p: usize| {
             layout
-                .planes
+                .planes()
                 .get(p)
                 .map_or((0, 0), |pl| (pl.offset, pl.stride))
         };
@@ -486,9 +486,9 @@ impl Slot {
             u32::try_from(v).map_err(|_| VulkanError::Other(format!("{what} {v} exceeds 4 GiB")))
         };
         let params = Params {
-            format: format_code(layout.fourcc).map_err(free_set)?,
-            width: layout.width,
-            height: layout.height,
+            format: format_code(layout.fourcc()).map_err(free_set)?,
+            width: layout.width(),
+            height: layout.height(),
             convert,
             offset0: to32(pl(0).0, "plane 0 offset").map_err(free_set)?,
             stride0: pl(0).1,
@@ -764,7 +764,7 @@ impl Slot {
 
     /// The RGBA pixels of the last completed submission (if it converted).
     pub(crate) fn rgba(&self) -> Vec<u8> {
-        let n = self.layout.width as usize * self.layout.height as usize * 4;
+        let n = self.layout.width() as usize * self.layout.height() as usize * 4;
         // SAFETY: as for `checksum`; the mapping holds width * height * 4 bytes.
         unsafe { std::slice::from_raw_parts(self.rgba, n) }.to_vec()
     }

@@ -147,10 +147,10 @@ pub(crate) fn import(
     let kind = buffer.kind();
     let caps = gpu.caps();
     let mut passed = Vec::new();
-    if layout.modifier != crate::format::Modifier::LINEAR && !kind.is_dma_buf() {
+    if layout.modifier() != crate::format::Modifier::LINEAR && !kind.is_dma_buf() {
         return Err(VulkanError::Other(format!(
             "{kind} buffer with modifier {}: shared memory is read as LINEAR rows only",
-            layout.modifier
+            layout.modifier()
         )));
     }
     if mode != ImportMode::Staging {
@@ -161,8 +161,8 @@ pub(crate) fn import(
                         "dma-buf image import needs {}",
                         caps.missing(ImportPath::DmaBufImage).join(", ")
                     ))
-                } else if image_plan(layout.fourcc).is_none() {
-                    Err(format!("{} has no storage-image format", layout.fourcc))
+                } else if image_plan(layout.fourcc()).is_none() {
+                    Err(format!("{} has no storage-image format", layout.fourcc()))
                 } else {
                     import_dma_buf_image(gpu, buffer).map_err(|e| e.to_string())
                 };
@@ -177,10 +177,10 @@ pub(crate) fn import(
                     Err(e) => passed.push(format!("image: {e}")),
                 }
             }
-            let r = if layout.modifier != crate::format::Modifier::LINEAR {
+            let r = if layout.modifier() != crate::format::Modifier::LINEAR {
                 Err(format!(
                     "modifier {} is not LINEAR, so the memory cannot be read as a buffer",
-                    layout.modifier
+                    layout.modifier()
                 ))
             } else if !caps.import_paths.contains(&ImportPath::DmaBufBuffer) {
                 Err(format!(
@@ -217,11 +217,11 @@ pub(crate) fn import(
     } else {
         passed.push("staging forced".into());
     }
-    if layout.modifier != crate::format::Modifier::LINEAR {
+    if layout.modifier() != crate::format::Modifier::LINEAR {
         return Err(VulkanError::Other(format!(
             "no import works ({}), and a staging copy needs LINEAR, not {}",
             passed.join("; "),
-            layout.modifier
+            layout.modifier()
         )));
     }
     let mut i = import_staging(gpu, buffer)?;
@@ -229,9 +229,9 @@ pub(crate) fn import(
     if mode != ImportMode::Staging {
         log::warn!(
             "vulkan: {kind} {} {}x{}: no zero-copy import ({}); copying every frame",
-            layout.fourcc,
-            layout.width,
-            layout.height,
+            layout.fourcc(),
+            layout.width(),
+            layout.height(),
             passed.join("; ")
         );
     }
@@ -388,7 +388,7 @@ fn check_storage_range(gpu: &Gpu, size: u64) -> Result<(), VulkanError> {
 }
 
 fn buffer_reads(buffers: &[vk::Buffer], sizes: &[u64], layout: &FrameLayout) -> Reads {
-    let fd_of = |p: usize| layout.planes.get(p).map_or(0, |pl| pl.fd_index as usize);
+    let fd_of = |p: usize| layout.planes().get(p).map_or(0, |pl| pl.fd_index as usize);
     let (b0, b1) = (fd_of(0), fd_of(1));
     Reads::Buffers {
         buffers: [buffers[b0], buffers[b1]],
@@ -407,7 +407,7 @@ fn import_dma_buf_buffers(gpu: &Arc<Gpu>, buffer: &Buffer) -> Result<Import, Vul
         let size = round_up(
             layout
                 .required_size(i as u32)
-                .max(if i == 0 { layout.size } else { 0 }),
+                .max(if i == 0 { layout.size() } else { 0 }),
             4,
         )
         .min(have);
@@ -464,20 +464,20 @@ pub(crate) fn image_specs(
     plan: ImagePlan,
     multi_planar: bool,
 ) -> Vec<ImageSpec> {
-    let pl = |p: usize| (layout.planes[p].offset, layout.planes[p].stride);
+    let pl = |p: usize| (layout.planes()[p].offset, layout.planes()[p].stride);
     match plan {
         ImagePlan::Packed { texel_pixels } => vec![ImageSpec {
             format: vk::Format::R8G8B8A8_UINT,
-            width: layout.width / texel_pixels,
-            height: layout.height,
+            width: layout.width() / texel_pixels,
+            height: layout.height(),
             planes: vec![pl(0)],
-            fd_index: layout.planes[0].fd_index as usize,
+            fd_index: layout.planes()[0].fd_index as usize,
             multi_planar: false,
         }],
         ImagePlan::Nv12 if multi_planar => vec![ImageSpec {
             format: vk::Format::G8_B8R8_2PLANE_420_UNORM,
-            width: layout.width,
-            height: layout.height,
+            width: layout.width(),
+            height: layout.height(),
             planes: vec![pl(0), pl(1)],
             fd_index: 0,
             multi_planar: true,
@@ -485,18 +485,18 @@ pub(crate) fn image_specs(
         ImagePlan::Nv12 => vec![
             ImageSpec {
                 format: vk::Format::R8_UINT,
-                width: layout.width,
-                height: layout.height,
+                width: layout.width(),
+                height: layout.height(),
                 planes: vec![pl(0)],
-                fd_index: layout.planes[0].fd_index as usize,
+                fd_index: layout.planes()[0].fd_index as usize,
                 multi_planar: false,
             },
             ImageSpec {
                 format: vk::Format::R8G8_UINT,
-                width: layout.width / 2,
-                height: layout.height / 2,
+                width: layout.width() / 2,
+                height: layout.height() / 2,
                 planes: vec![pl(1)],
-                fd_index: layout.planes[1].fd_index as usize,
+                fd_index: layout.planes()[1].fd_index as usize,
                 multi_planar: false,
             },
         ],
@@ -586,20 +586,20 @@ pub(crate) fn create_modifier_image(
 /// dma-buf → `VkImage`(s) with explicit DRM-modifier layouts → storage views.
 fn import_dma_buf_image(gpu: &Arc<Gpu>, buffer: &Buffer) -> Result<Import, VulkanError> {
     let layout = buffer.layout();
-    let plan = image_plan(layout.fourcc).expect("checked by the caller");
+    let plan = image_plan(layout.fourcc()).expect("checked by the caller");
     let support = gpu
         .caps()
-        .format(layout.fourcc)
+        .format(layout.fourcc())
         .ok_or_else(|| VulkanError::Other("no DRM-modifier support".into()))?;
     let modifier = support
         .modifiers
         .iter()
-        .find(|m| m.modifier == layout.modifier)
+        .find(|m| m.modifier == layout.modifier())
         .ok_or_else(|| {
             VulkanError::Other(format!(
                 "modifier {} is not listed for {} ({:?}); the driver lists {}",
-                layout.modifier,
-                layout.fourcc,
+                layout.modifier(),
+                layout.fourcc(),
                 support.vk_formats,
                 support
                     .modifiers
@@ -612,7 +612,8 @@ fn import_dma_buf_image(gpu: &Arc<Gpu>, buffer: &Buffer) -> Result<Import, Vulka
     if !modifier.storage {
         return Err(VulkanError::Other(format!(
             "{} with modifier {}: the driver lists no storage-image use",
-            layout.fourcc, layout.modifier
+            layout.fourcc(),
+            layout.modifier()
         )));
     }
     let multi = support.multi_planar;
@@ -638,7 +639,7 @@ fn import_dma_buf_image(gpu: &Arc<Gpu>, buffer: &Buffer) -> Result<Import, Vulka
             vk::ImageCreateFlags::empty()
         };
         let max = gpu
-            .image_importable(spec.format, layout.modifier, flags)
+            .image_importable(spec.format, layout.modifier(), flags)
             .map_err(VulkanError::Other)?;
         if spec.width > max.width || spec.height > max.height {
             return Err(VulkanError::Other(format!(
@@ -647,7 +648,7 @@ fn import_dma_buf_image(gpu: &Arc<Gpu>, buffer: &Buffer) -> Result<Import, Vulka
             )));
         }
         let image =
-            create_modifier_image(gpu, &mut objects, spec, &spec.planes, layout.modifier.0)?;
+            create_modifier_image(gpu, &mut objects, spec, &spec.planes, layout.modifier().0)?;
         let mut dedicated = vk::MemoryDedicatedRequirements::default();
         let mut reqs2 = vk::MemoryRequirements2::default().push_next(&mut dedicated);
         let info = vk::ImageMemoryRequirementsInfo2::default().image(image);
@@ -951,7 +952,7 @@ fn import_staging(gpu: &Arc<Gpu>, buffer: &Buffer) -> Result<Import, VulkanError
     for i in 0..layout.fd_count().max(1) {
         let need = layout
             .required_size(i as u32)
-            .max(if i == 0 { layout.size } else { 0 });
+            .max(if i == 0 { layout.size() } else { 0 });
         let size = round_up(need, 4);
         check_storage_range(gpu, size)?;
         let (host, ptr, device_local) =
@@ -992,7 +993,7 @@ pub(crate) fn scratch(
 ) -> Result<Import, VulkanError> {
     let mut objects = Objects::new(gpu);
     if !images {
-        let size = round_up(layout.size.max(layout.required_size(0)), 4);
+        let size = round_up(layout.size().max(layout.required_size(0)), 4);
         let (b, _, _) = host_buffer(gpu, &mut objects, size, vk::BufferUsageFlags::empty())?;
         return Ok(Import {
             path: ImportPath::Staging,
@@ -1006,8 +1007,8 @@ pub(crate) fn scratch(
             mapping: None,
         });
     }
-    let plan = image_plan(layout.fourcc)
-        .ok_or_else(|| VulkanError::Other(format!("{} has no image path", layout.fourcc)))?;
+    let plan = image_plan(layout.fourcc())
+        .ok_or_else(|| VulkanError::Other(format!("{} has no image path", layout.fourcc())))?;
     let specs = image_specs(layout, plan, false);
     let mut views = [vk::ImageView::null(); 2];
     let mut made = Vec::new();
@@ -1102,7 +1103,7 @@ impl Import {
             .map_err(|e| VulkanError::Other(format!("CPU access for the staging copy: {e}")))?;
         let layout = access.layout().clone();
         let mut copied = 0u64;
-        for (p, pl) in layout.planes.iter().enumerate() {
+        for (p, pl) in layout.planes().iter().enumerate() {
             let dst = staging.ptrs[pl.fd_index as usize];
             for r in 0..layout.plane_rows(p) {
                 let row = access.row(p, r);

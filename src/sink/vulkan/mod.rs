@@ -245,7 +245,7 @@ impl VulkanSink {
 
     fn expected(&mut self, layout: &FrameLayout, seq: u64) -> Option<(u32, Vec<u32>)> {
         let pattern = self.pattern?;
-        let same = matches!(&self.scene, Some((l, _)) if l.fourcc == layout.fourcc && l.width == layout.width && l.height == layout.height);
+        let same = matches!(&self.scene, Some((l, _)) if l.fourcc() == layout.fourcc() && l.width() == layout.width() && l.height() == layout.height());
         if !same {
             self.scene = Some((layout.clone(), Scene::new(pattern, layout)));
         }
@@ -331,9 +331,9 @@ impl VulkanSink {
         log::info!(
             "vulkan: buffer {id} ({} {} {}x{}): {}",
             buffer.kind(),
-            buffer.layout().fourcc,
-            buffer.layout().width,
-            buffer.layout().height,
+            buffer.layout().fourcc(),
+            buffer.layout().width(),
+            buffer.layout().height(),
             imported.note
         );
         self.stats.imports.push(ImportInfo {
@@ -570,8 +570,8 @@ impl Sink for VulkanSink {
         if let Some(dir) = &self.opts.png_dir {
             super::png::write_png(
                 &dir.join(format!("frame-{:06}.png", frame.seq)),
-                layout.width,
-                layout.height,
+                layout.width(),
+                layout.height(),
                 &slot.rgba(),
             )?;
         }
