@@ -35,7 +35,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     use std::time::{Duration, Instant};
 
     use frameshare::format::Fourcc;
-    use frameshare::ipc::PeerInfo;
     use frameshare::pipeline::negotiate_camera_format;
     use frameshare::sink::display::DisplaySink;
     use frameshare::sink::kms::{KmsOptions, KmsSink};
@@ -87,12 +86,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // What the plane scans out first, then what the Vulkan conversion reads: the same
     // negotiation the two-process pipeline does.
     let caps = sink.caps();
-    let display_peer = PeerInfo {
-        formats: caps.formats,
-        name: caps.name,
-        ..Default::default()
-    };
-    let fourcc = negotiate_camera_format(&cam.path, &offered, format, &display_peer)?
+    let fourcc = negotiate_camera_format(&cam.path, &offered, format, &sink.name(), &caps.formats)?
         .ok_or("the display listed no formats")?;
 
     let mut src = V4l2Source::open(&V4l2Config {

@@ -73,9 +73,65 @@ impl BufferKind {
         Self::ALL.iter().position(|k| *k == self).unwrap() as u8 + 1
     }
 
+    fn bit(self) -> u32 {
+        1 << self.to_wire()
+    }
+
     /// Decodes a wire code.
     pub fn from_wire(code: u8) -> Option<Self> {
         Self::ALL.get((code as usize).checked_sub(1)?).copied()
+    }
+}
+
+/// A set of buffer kinds (what a consumer can import).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct KindSet(u32);
+
+impl KindSet {
+    /// No kind.
+    pub const EMPTY: KindSet = KindSet(0);
+
+    /// Every kind.
+    pub fn all() -> KindSet {
+        BufferKind::ALL.into_iter().collect()
+    }
+
+    /// The kinds whose fds are dma-bufs.
+    pub fn dma_bufs() -> KindSet {
+        BufferKind::ALL
+            .into_iter()
+            .filter(|k| k.is_dma_buf())
+            .collect()
+    }
+
+    /// Whether `kind` is in the set.
+    pub fn contains(self, kind: BufferKind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+
+    /// Adds `kind`.
+    pub fn insert(&mut self, kind: BufferKind) {
+        self.0 |= kind.bit();
+    }
+
+    /// The set as its wire bits (bit `wire code` per kind).
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// A set from wire bits; bits of kinds this build does not know are dropped.
+    pub fn from_bits(bits: u32) -> KindSet {
+        KindSet(bits & KindSet::all().0)
+    }
+}
+
+impl FromIterator<BufferKind> for KindSet {
+    fn from_iter<I: IntoIterator<Item = BufferKind>>(iter: I) -> Self {
+        let mut s = KindSet::EMPTY;
+        for k in iter {
+            s.insert(k);
+        }
+        s
     }
 }
 

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::alloc::{self, AllocError};
 use crate::format::{FormatError, FrameLayout};
-use crate::ipc::consumer::{Consumer, Event};
+use crate::ipc::consumer::{Consumer, ConsumerCaps, Event};
 use crate::ipc::producer::{Producer, ProducerOptions};
 use crate::ipc::socket::{Channel, ChannelError};
 use crate::ipc::{wire, SessionError};
-use crate::sink::{FrameIn, Sink, SinkError, IDLE_TIMEOUT};
+use crate::sink::{FrameIn, Sink, SinkError, StreamInfo, IDLE_TIMEOUT};
 use crate::source::{Generator, Pattern};
 
 /// Errors that stop a pipeline end.
@@ -143,10 +143,11 @@ pub fn negotiate_camera_format(
     camera: &str,
     offered: &[crate::format::Fourcc],
     wanted: Option<crate::format::Fourcc>,
-    consumer: &crate::ipc::PeerInfo,
+    consumer: &str,
+    consumer_formats: &[crate::format::FormatModifier],
 ) -> Result<Option<crate::format::Fourcc>, PipelineError> {
     use crate::format::Fourcc;
-    let takes: Vec<Fourcc> = consumer.formats.iter().map(|f| f.fourcc).collect();
+    let takes: Vec<Fourcc> = consumer_formats.iter().map(|f| f.fourcc).collect();
     if takes.is_empty() {
         return Ok(wanted);
     }
@@ -173,7 +174,7 @@ pub fn negotiate_camera_format(
                 Some(f) => f.to_string(),
                 None => crate::format::fourcc_names(offered.iter().copied()),
             },
-            consumer.name,
+            consumer,
             crate::format::fourcc_names(takes),
         ))
     })
@@ -220,7 +221,8 @@ pub fn produce_v4l2(
             &path.display().to_string(),
             &offered,
             cfg.fourcc,
-            producer.peer(),
+            &producer.peer().name,
+            &producer.peer().formats,
         )?;
         let mut src = v4l2::V4l2Source::open(&V4l2Config {
             device: Some(path.clone()),
@@ -402,8 +404,8 @@ pub struct ConsumeReport {
 /// Session failures after the handshake end the run but keep what was delivered: they are
 /// reported in `error`, not returned.
 pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, PipelineError> {
-    let mut consumer = Consumer::accept(chan, &sink.caps())?;
-    if let Err(e) = sink.start(consumer.peer()) {
+    let mut consumer = Consumer::accept(chan, &consumer_caps(sink))?;
+    if let Err(e) = sink.start(&stream_info(consumer.peer())) {
         consumer.bye(wire::BYE_INTERNAL_ERROR, &e.to_string());
         return Err(e.into());
     }
@@ -512,6 +514,28 @@ pub fn consume(chan: Channel, sink: &mut dyn Sink) -> Result<ConsumeReport, Pipe
     Ok(report)
 }
 
+/// What a consumer feeding `sink` announces in its Hello.
+pub fn consumer_caps(sink: &dyn Sink) -> ConsumerCaps {
+    let caps = sink.caps();
+    ConsumerCaps {
+        features: if caps.fences { wire::FEATURE_FENCES } else { 0 },
+        kinds: caps.kinds.bits(),
+        formats: caps.formats,
+        name: sink.name(),
+    }
+}
+
+/// What the producer's Hello says of the stream, for the sink.
+pub fn stream_info(producer: &crate::ipc::PeerInfo) -> StreamInfo {
+    StreamInfo {
+        producer: producer.name.clone(),
+        pattern: producer
+            .name
+            .strip_prefix("generator:")
+            .and_then(|p| p.parse().ok()),
+    }
+}
+
 /// Sends back the frames a holding sink let go of.
 fn give_back(consumer: &mut Consumer, sink: &mut dyn Sink) -> Result<(), PipelineError> {
     for r in sink.take_released() {
@@ -587,13 +611,13 @@ mod tests {
     #[cfg(feature = "v4l2")]
     #[test]
     fn camera_format_negotiation() {
+        use crate::format::FormatModifier;
         use crate::format::{Fourcc, Modifier};
-        use crate::ipc::wire::FormatCap;
         use crate::ipc::PeerInfo;
         let kms = PeerInfo {
             formats: [Fourcc::AR24, Fourcc::XR24]
                 .iter()
-                .map(|&fourcc| FormatCap {
+                .map(|&fourcc| FormatModifier {
                     fourcc,
                     modifier: Modifier::LINEAR,
                 })
@@ -603,7 +627,7 @@ mod tests {
         };
         let cam = [Fourcc::YUYV, Fourcc::NV12, Fourcc::AR24, Fourcc::XR24];
         let pick = |offered: &[Fourcc], wanted, peer: &PeerInfo| {
-            negotiate_camera_format("/dev/video1", offered, wanted, peer)
+            negotiate_camera_format("/dev/video1", offered, wanted, &peer.name, &peer.formats)
         };
         assert_eq!(pick(&cam, None, &kms).unwrap(), Some(Fourcc::XR24));
         assert_eq!(
@@ -628,7 +652,7 @@ mod tests {
         let mut converting = kms.clone();
         converting
             .formats
-            .extend([Fourcc::YUYV, Fourcc::NV12].map(|fourcc| FormatCap {
+            .extend([Fourcc::YUYV, Fourcc::NV12].map(|fourcc| FormatModifier {
                 fourcc,
                 modifier: Modifier::LINEAR,
             }));

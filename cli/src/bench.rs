@@ -1249,9 +1249,10 @@ impl Driver {
     fn accept(&mut self, chan: Channel, buffers: usize) -> Result<DriverEnd, BenchError> {
         let mut null = NullSink::default();
         let mut verify = VerifySink::new();
-        let mut consumer = Consumer::accept(chan, &verify.caps())?;
-        null.start(consumer.peer())?;
-        verify.start(consumer.peer())?;
+        let mut consumer = Consumer::accept(chan, &frameshare::pipeline::consumer_caps(&verify))?;
+        let stream = frameshare::pipeline::stream_info(consumer.peer());
+        null.start(&stream)?;
+        verify.start(&stream)?;
         for _ in 0..buffers {
             match consumer.next_event(Some(FRAME_PATIENCE))? {
                 Event::BufferAdded(id) => {

@@ -22,14 +22,13 @@ use common::{bin, fd_count, need};
 use frameshare::alloc::{self, Allocator};
 use frameshare::buffer::{Buffer, BufferKind};
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::ipc::consumer::ConsumerCaps;
+use frameshare::ipc::all_kinds;
 use frameshare::ipc::producer::{Producer, ProducerOptions};
 use frameshare::ipc::socket::{Channel, Listener};
 use frameshare::ipc::wire::{self, Message, Role};
-use frameshare::ipc::{all_kinds, PeerInfo};
 use frameshare::pipeline::{self, ConsumeReport, ProduceOptions};
 use frameshare::sink::verify::VerifySink;
-use frameshare::sink::{FrameIn, FrameOut, Sink, SinkError};
+use frameshare::sink::{FrameIn, FrameOut, Sink, SinkCaps, SinkError, StreamInfo};
 use frameshare::source::{Generator, Pattern};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -170,11 +169,11 @@ impl Sink for Counting {
     fn name(&self) -> String {
         self.inner.name()
     }
-    fn caps(&self) -> ConsumerCaps {
+    fn caps(&self) -> SinkCaps {
         self.inner.caps()
     }
-    fn start(&mut self, producer: &PeerInfo) -> Result<(), SinkError> {
-        self.inner.start(producer)
+    fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
+        self.inner.start(stream)
     }
     fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
         self.inner.add_buffer(id, buffer)

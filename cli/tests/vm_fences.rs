@@ -23,7 +23,7 @@ use frameshare::ipc::producer::{AcquireFenceMode, PoolPolicy, Producer, Producer
 use frameshare::ipc::socket::{Channel, ChannelError};
 use frameshare::ipc::{all_kinds, wire, SessionError};
 use frameshare::pipeline::{self, ProduceOptions, ProduceReport};
-use frameshare::sink::verify::{announced_pattern, VerifySink};
+use frameshare::sink::verify::VerifySink;
 use frameshare::source::{Generator, Pattern, Scene};
 use frameshare::sync::sw_sync::SW_SYNC_PATH;
 use frameshare::sync::{
@@ -83,7 +83,7 @@ struct Checker {
 
 impl Checker {
     fn new(consumer: &Consumer) -> Checker {
-        let pattern = announced_pattern(consumer.peer()).unwrap();
+        let pattern: Pattern = consumer.peer().name["generator:".len()..].parse().unwrap();
         Checker {
             scene: Scene::new(pattern, &layout()),
             maps: HashMap::new(),

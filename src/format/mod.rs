@@ -285,6 +285,26 @@ pub struct PlaneLayout {
     pub stride: u32,
 }
 
+/// A pixel format with its tiling modifier: what an importer (a GPU, a display plane) lists as
+/// one thing it can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FormatModifier {
+    /// Fourcc.
+    pub fourcc: Fourcc,
+    /// Modifier.
+    pub modifier: Modifier,
+}
+
+impl FormatModifier {
+    /// A LINEAR `fourcc`.
+    pub fn linear(fourcc: Fourcc) -> Self {
+        FormatModifier {
+            fourcc,
+            modifier: Modifier::LINEAR,
+        }
+    }
+}
+
 /// The complete description of a frame buffer's pixels: what crosses the socket once per buffer.
 /// Always valid: made by [`FrameLayout::linear`] or checked by [`FrameLayout::new`], so every
 /// accessor can rely on a known format and planes that fit.

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use super::producer::{protocol_error, recv_checked};
 use super::socket::Channel;
-use super::wire::{self, FormatCap, Message, Role, MAX_BUFFERS};
+use super::wire::{self, Message, Role, MAX_BUFFERS};
 use super::{monotonic_ns, PeerInfo, SessionError};
 use crate::buffer::{Buffer, BufferKind};
+use crate::format::FormatModifier;
 use crate::sync::SyncFile;
 
 /// A frame that arrived.
@@ -58,7 +59,7 @@ pub struct ConsumerCaps {
     /// Kinds bitmask.
     pub kinds: u32,
     /// Formats it can import (empty: any the crate knows).
-    pub formats: Vec<FormatCap>,
+    pub formats: Vec<FormatModifier>,
     /// What it is (`verify`, `vulkan`, …).
     pub name: String,
 }

@@ -14,7 +14,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 use crate::buffer::{BufferError, BufferKind};
-use wire::FormatCap;
+use crate::format::FormatModifier;
 
 /// What a peer said of itself in its Hello.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +24,7 @@ pub struct PeerInfo {
     /// Bit `1 << kind.to_wire()` per buffer kind.
     pub kinds: u32,
     /// Formats.
-    pub formats: Vec<FormatCap>,
+    pub formats: Vec<FormatModifier>,
     /// What the peer is (`generator:bars`, `verify`, `vulkan`, …).
     pub name: String,
 }

@@ -7,7 +7,7 @@
 //! Header (12 bytes): magic `FSHR`, version u16, type u16, payload length u32.
 
 use crate::buffer::BufferKind;
-use crate::format::{Fourcc, FrameLayout, Modifier, PlaneLayout, MAX_PLANES};
+use crate::format::{FormatModifier, Fourcc, FrameLayout, Modifier, PlaneLayout, MAX_PLANES};
 
 /// `FSHR` little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FSHR");
@@ -43,15 +43,6 @@ pub const FEATURE_END_OF_STREAM: u32 = 2;
 /// `Frame.flags`/`Release.flags` bit: a sync_file fd follows.
 pub const FLAG_FENCE: u32 = 1;
 
-/// A format the consumer can import: fourcc and modifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FormatCap {
-    /// Fourcc.
-    pub fourcc: Fourcc,
-    /// Modifier.
-    pub modifier: Modifier,
-}
-
 /// A protocol message (the fds that travel with it are handled by the socket layer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -64,7 +55,7 @@ pub enum Message {
         /// Bit `1 << kind.to_wire()` per buffer kind the sender can import (consumer) or makes.
         kinds: u32,
         /// Formats the sender can import (consumer) or will send (producer).
-        formats: Vec<FormatCap>,
+        formats: Vec<FormatModifier>,
         /// What the sender is: `generator:bars`, `vulkan`, … (the verify sink needs the pattern).
         name: String,
     },
@@ -377,7 +368,7 @@ impl Message {
                 let kinds = r.u32()?;
                 let mut formats = Vec::with_capacity(n);
                 for _ in 0..n {
-                    formats.push(FormatCap {
+                    formats.push(FormatModifier {
                         fourcc: Fourcc(r.u32()?),
                         modifier: Modifier(r.u64()?),
                     });
@@ -620,7 +611,7 @@ mod tests {
                 role: Role::Consumer,
                 features: FEATURE_FENCES,
                 kinds: 0b1010,
-                formats: vec![FormatCap {
+                formats: vec![FormatModifier {
                     fourcc: Fourcc::XR24,
                     modifier: Modifier::LINEAR,
                 }],

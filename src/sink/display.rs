@@ -14,14 +14,12 @@ use std::collections::HashMap;
 
 use super::kms::{ConvertPolicy, KmsOptions, KmsSink};
 use super::vulkan::{VulkanOptions, VulkanSink};
-use super::{FrameIn, FrameOut, HeldRelease, Sink, SinkError};
+use super::{FrameIn, FrameOut, HeldRelease, Sink, SinkCaps, SinkError, StreamInfo};
 use crate::alloc::drm_dumb::DrmDumbAllocator;
 use crate::alloc::Allocator;
-use crate::buffer::{Access, Buffer, BufferKind, BufferMapping, CpuAccess};
+use crate::buffer::{Access, Buffer, BufferKind, BufferMapping, CpuAccess, KindSet};
+use crate::format::FormatModifier;
 use crate::format::{fourcc_names, Fourcc, FrameLayout, Modifier};
-use crate::ipc::consumer::ConsumerCaps;
-use crate::ipc::wire::FormatCap;
-use crate::ipc::PeerInfo;
 
 /// Formats the conversion reads (the compute shaders' inputs), LINEAR.
 const CONVERTIBLE: [Fourcc; 8] = [
@@ -66,7 +64,7 @@ pub struct DisplaySink {
     vulkan_error: Option<String>,
     allocator: Option<DrmDumbAllocator>,
     converted: HashMap<u32, Converted>,
-    producer: Option<PeerInfo>,
+    stream: Option<StreamInfo>,
     /// Converted frames dropped before reaching the screen, to give back.
     dropped: Vec<HeldRelease>,
     stats: ConvertStats,
@@ -99,7 +97,7 @@ impl DisplaySink {
             vulkan_error: None,
             allocator: None,
             converted: HashMap::new(),
-            producer: None,
+            stream: None,
             dropped: Vec::new(),
             stats: ConvertStats::default(),
         }
@@ -140,12 +138,8 @@ impl DisplaySink {
             match VulkanSink::new(opts) {
                 Ok(mut v) => {
                     // The GPU checksums the frames against the generator's, when it is one.
-                    if let Some(p) = self
-                        .producer
-                        .as_ref()
-                        .filter(|p| super::verify::announced_pattern(p).is_ok())
-                    {
-                        v.start(p)?;
+                    if let Some(s) = self.stream.as_ref().filter(|s| s.pattern.is_some()) {
+                        v.start(s)?;
                     }
                     self.vulkan = Some(v);
                 }
@@ -271,14 +265,14 @@ impl Sink for DisplaySink {
     /// What the plane scans out first (a producer that can deliver one of those needs no
     /// conversion), then, if a Vulkan driver is installed, what the conversion reads, from any
     /// kind of memory.
-    fn caps(&self) -> ConsumerCaps {
+    fn caps(&self) -> SinkCaps {
         let mut caps = self.kms.caps();
         if self.policy == ConvertPolicy::Always {
             caps.formats.clear();
         }
         if self.may_convert() {
             for f in CONVERTIBLE {
-                let cap = FormatCap {
+                let cap = FormatModifier {
                     fourcc: f,
                     modifier: Modifier::LINEAR,
                 };
@@ -286,14 +280,14 @@ impl Sink for DisplaySink {
                     caps.formats.push(cap);
                 }
             }
-            caps.kinds = crate::ipc::all_kinds();
+            caps.kinds = KindSet::all();
         }
         caps
     }
 
-    fn start(&mut self, producer: &PeerInfo) -> Result<(), SinkError> {
-        self.producer = Some(producer.clone());
-        self.kms.start(producer)
+    fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
+        self.stream = Some(stream.clone());
+        self.kms.start(stream)
     }
 
     fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {

@@ -39,12 +39,10 @@ use drm::control::{
 use drm::{ClientCapability, Device as _, DriverCapability};
 use rustix::io::Errno;
 
-use super::{FrameIn, FrameOut, Sink, SinkError};
-use crate::buffer::{Access, Buffer, BufferError, BufferKind, BufferMapping};
+use super::{FrameIn, FrameOut, Sink, SinkCaps, SinkError, StreamInfo};
+use crate::buffer::{Access, Buffer, BufferError, BufferKind, BufferMapping, KindSet};
+use crate::format::FormatModifier;
 use crate::format::{Fourcc, FrameLayout, Modifier, PlaneLayout};
-use crate::ipc::consumer::ConsumerCaps;
-use crate::ipc::wire::FormatCap;
-use crate::ipc::PeerInfo;
 use crate::source::{Pattern, Scene};
 use crate::sync::{FenceError, SyncFile};
 use crate::sys::kms::{self as sys, DrmFile, FenceSlot, NodeKind};
@@ -279,7 +277,7 @@ struct Output {
     crtc_props: Props,
     plane_props: Props,
     /// (fourcc, modifier) pairs the plane scans out.
-    formats: Vec<FormatCap>,
+    formats: Vec<FormatModifier>,
     /// Every other connector with its `CRTC_ID` property: a modeset detaches those still on
     /// our CRTC (a writeback connector a verifying run left there, a clone).
     others: Vec<(connector::Handle, property::Handle)>,
@@ -292,7 +290,7 @@ fn connector_name(info: &connector::Info) -> String {
 const PLANE_TYPE_PRIMARY: u64 = 1;
 
 /// Parses an `IN_FORMATS` blob (`struct drm_format_modifier_blob`) into (fourcc, modifier) pairs.
-pub fn parse_in_formats(blob: &[u8]) -> Option<Vec<FormatCap>> {
+pub fn parse_in_formats(blob: &[u8]) -> Option<Vec<FormatModifier>> {
     let u32_at = |o: usize| -> Option<u32> {
         Some(u32::from_ne_bytes(blob.get(o..o + 4)?.try_into().ok()?))
     };
@@ -316,7 +314,7 @@ pub fn parse_in_formats(blob: &[u8]) -> Option<Vec<FormatCap>> {
         for bit in 0..64 {
             if mask >> bit & 1 == 1 {
                 if let Some(&f) = formats.get(offset + bit) {
-                    out.push(FormatCap {
+                    out.push(FormatModifier {
                         fourcc: Fourcc(f),
                         modifier: Modifier(modifier),
                     });
@@ -414,7 +412,7 @@ impl Output {
                     pinfo
                         .formats()
                         .iter()
-                        .map(|&f| FormatCap {
+                        .map(|&f| FormatModifier {
                             fourcc: Fourcc(f),
                             modifier: Modifier::LINEAR,
                         })
@@ -740,7 +738,7 @@ impl KmsSink {
     }
 
     /// The (fourcc, modifier) pairs the primary plane scans out (`IN_FORMATS`).
-    pub fn formats(&self) -> &[FormatCap] {
+    pub fn formats(&self) -> &[FormatModifier] {
         &self.output.formats
     }
 
@@ -2110,21 +2108,17 @@ impl Sink for KmsSink {
         }
     }
 
-    fn caps(&self) -> ConsumerCaps {
-        ConsumerCaps {
-            features: crate::ipc::wire::FEATURE_FENCES,
-            kinds: BufferKind::ALL
-                .iter()
-                .filter(|k| k.is_dma_buf())
-                .fold(0, |m, k| m | 1 << k.to_wire()),
+    fn caps(&self) -> SinkCaps {
+        SinkCaps {
+            fences: true,
+            kinds: KindSet::dma_bufs(),
             formats: self.output.formats.clone(),
-            name: self.name(),
         }
     }
 
-    fn start(&mut self, producer: &PeerInfo) -> Result<(), SinkError> {
+    fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
         if self.writeback.is_some() {
-            self.pattern = super::verify::announced_pattern(producer).ok();
+            self.pattern = stream.pattern;
         }
         Ok(())
     }

@@ -15,9 +15,10 @@ pub mod vulkan;
 
 use std::time::Duration;
 
+use crate::buffer::KindSet;
 use crate::buffer::{Buffer, BufferError};
-use crate::ipc::consumer::ConsumerCaps;
-use crate::ipc::PeerInfo;
+use crate::format::FormatModifier;
+use crate::source::Pattern;
 use crate::sync::{FenceError, SyncFile};
 
 /// One frame handed to a sink.
@@ -90,23 +91,63 @@ pub enum SinkError {
     Device(String),
 }
 
+/// What a sink can take: the consumer announces it to the producer, which picks buffers and a
+/// format to match.
+#[derive(Debug, Clone)]
+pub struct SinkCaps {
+    /// Whether the sink waits on acquire fences and can hand back release fences.
+    pub fences: bool,
+    /// The buffer kinds it can import.
+    pub kinds: KindSet,
+    /// The formats it can import, best first (empty: any format the crate knows).
+    pub formats: Vec<FormatModifier>,
+}
+
+impl Default for SinkCaps {
+    /// Fences, every kind, every format (a CPU sink).
+    fn default() -> Self {
+        SinkCaps {
+            fences: true,
+            kinds: KindSet::all(),
+            formats: Vec::new(),
+        }
+    }
+}
+
+/// What a sink learns of the stream it joins.
+#[derive(Debug, Clone, Default)]
+pub struct StreamInfo {
+    /// What the producer says it is (`generator:bars`, `v4l2:/dev/video1`, …), for messages.
+    pub producer: String,
+    /// The generator pattern, when the frames come from the generator (the verifying sinks
+    /// recompute every frame from it).
+    pub pattern: Option<Pattern>,
+}
+
+impl StreamInfo {
+    /// The pattern, or an error saying that `sink` can only verify generated frames.
+    pub fn require_pattern(&self, sink: &str) -> Result<Pattern, SinkError> {
+        self.pattern.ok_or_else(|| {
+            SinkError::Unsupported(format!(
+                "{sink} needs the generator source; the producer is {:?}",
+                self.producer
+            ))
+        })
+    }
+}
+
 /// A consumer of frames.
 pub trait Sink {
     /// Name for reports and the Hello (`verify`, `vulkan`, …).
     fn name(&self) -> String;
 
-    /// What the sink can import, advertised in the consumer's Hello.
-    fn caps(&self) -> ConsumerCaps {
-        ConsumerCaps {
-            features: crate::ipc::wire::FEATURE_FENCES,
-            kinds: crate::ipc::all_kinds(),
-            formats: Vec::new(),
-            name: self.name(),
-        }
+    /// What the sink can import (the consumer announces it).
+    fn caps(&self) -> SinkCaps {
+        SinkCaps::default()
     }
 
-    /// Called once the producer's Hello is known.
-    fn start(&mut self, _producer: &PeerInfo) -> Result<(), SinkError> {
+    /// Called once the stream is known, before its first buffer.
+    fn start(&mut self, _stream: &StreamInfo) -> Result<(), SinkError> {
         Ok(())
     }
 

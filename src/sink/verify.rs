@@ -2,10 +2,9 @@
 //! frame with what the generator draws for that sequence number (row templates + memcmp), so
 //! "verified" means the consumer read exactly the right pixels of the right frame.
 
-use super::{wait_acquire, FrameIn, FrameOut, Sink, SinkError, ACQUIRE_TIMEOUT};
+use super::{wait_acquire, FrameIn, FrameOut, Sink, SinkError, StreamInfo, ACQUIRE_TIMEOUT};
 use crate::buffer::{Access, Buffer, Mappings};
 use crate::format::FrameLayout;
-use crate::ipc::PeerInfo;
 use crate::source::{Pattern, Scene};
 
 /// Checks frames against the generator.
@@ -29,28 +28,13 @@ impl VerifySink {
     }
 }
 
-/// The generator pattern a producer announced as `generator:PATTERN`.
-pub fn announced_pattern(producer: &PeerInfo) -> Result<Pattern, SinkError> {
-    producer
-        .name
-        .strip_prefix("generator:")
-        .ok_or_else(|| {
-            SinkError::Unsupported(format!(
-                "verify needs the generator source; the producer is {:?}",
-                producer.name
-            ))
-        })?
-        .parse()
-        .map_err(SinkError::Unsupported)
-}
-
 impl Sink for VerifySink {
     fn name(&self) -> String {
         "verify".into()
     }
 
-    fn start(&mut self, producer: &PeerInfo) -> Result<(), SinkError> {
-        self.pattern = Some(announced_pattern(producer)?);
+    fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
+        self.pattern = Some(stream.require_pattern("verify")?);
         Ok(())
     }
 

@@ -29,12 +29,12 @@ pub use device::{
 pub use import::ImportMode;
 
 use self::compute::{Engine, Output, Slot};
-use super::{wait_acquire, FrameIn, FrameOut, Sink, SinkError, ACQUIRE_TIMEOUT};
+use super::{
+    wait_acquire, FrameIn, FrameOut, Sink, SinkCaps, SinkError, StreamInfo, ACQUIRE_TIMEOUT,
+};
 use crate::buffer::Buffer;
+use crate::format::FormatModifier;
 use crate::format::{Fourcc, FrameLayout, Modifier};
-use crate::ipc::consumer::ConsumerCaps;
-use crate::ipc::wire::FormatCap;
-use crate::ipc::PeerInfo;
 use crate::source::{Pattern, Scene};
 use crate::sync::SyncFile;
 use device::call;
@@ -377,17 +377,17 @@ impl Drop for VulkanSink {
 
 /// The (fourcc, modifier) pairs a device can import: LINEAR for every format (buffer paths),
 /// plus every modifier the image path lists.
-pub fn format_caps(caps: &DeviceCaps) -> Vec<FormatCap> {
+pub fn format_caps(caps: &DeviceCaps) -> Vec<FormatModifier> {
     let mut out = Vec::new();
     for f in Fourcc::ALL {
-        out.push(FormatCap {
+        out.push(FormatModifier {
             fourcc: f,
             modifier: Modifier::LINEAR,
         });
         if let Some(s) = caps.format(f) {
             for m in &s.modifiers {
                 if m.storage && m.modifier != Modifier::LINEAR {
-                    out.push(FormatCap {
+                    out.push(FormatModifier {
                         fourcc: f,
                         modifier: m.modifier,
                     });
@@ -406,17 +406,15 @@ impl Sink for VulkanSink {
         }
     }
 
-    fn caps(&self) -> ConsumerCaps {
-        ConsumerCaps {
-            features: crate::ipc::wire::FEATURE_FENCES,
-            kinds: crate::ipc::all_kinds(),
+    fn caps(&self) -> SinkCaps {
+        SinkCaps {
             formats: format_caps(self.engine.gpu.caps()),
-            name: self.name(),
+            ..SinkCaps::default()
         }
     }
 
-    fn start(&mut self, producer: &PeerInfo) -> Result<(), SinkError> {
-        match super::verify::announced_pattern(producer) {
+    fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
+        match stream.require_pattern("vulkan") {
             Ok(p) => self.pattern = Some(p),
             Err(e) => log::warn!("vulkan: frames will not be verified: {e}"),
         }
