@@ -23,11 +23,12 @@
 
 pub mod alloc;
 pub mod buffer;
+pub mod bus;
 pub mod counters;
 #[cfg(feature = "vulkan")]
 pub mod explain;
 pub mod format;
-pub mod ipc;
+pub mod meta;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

@@ -78,16 +78,17 @@ use serde::{Deserialize, Serialize};
 
 use frameshare::alloc::{self, AllocError};
 use frameshare::buffer::{Access, Buffer, BufferError, BufferKind, BufferMapping};
+use frameshare::bus::monotonic_ns;
+use frameshare::bus::socket::{Channel, ChannelError};
+use frameshare::bus::{
+    Publisher, PublisherOptions, Subscriber, SubscriberEvent, SubscriberOptions,
+};
 use frameshare::counters::Counters;
 use frameshare::format::{FormatError, Fourcc, FrameLayout};
-use frameshare::ipc::consumer::{Consumer, Event};
-use frameshare::ipc::producer::{Producer, ProducerOptions};
-use frameshare::ipc::socket::{Channel, ChannelError};
-use frameshare::ipc::{monotonic_ns, SessionError};
 use frameshare::pipeline::{pattern_name, Latency};
 use frameshare::sink::null::NullSink;
 use frameshare::sink::verify::VerifySink;
-use frameshare::sink::{FrameIn, Sink, SinkError};
+use frameshare::sink::{FrameIn, Sink, SinkError, StreamInfo};
 use frameshare::source::{Generator, Pattern};
 
 /// The pixel format every cell uses.
@@ -133,9 +134,12 @@ pub enum BenchError {
     /// A frame layout could not be made.
     #[error(transparent)]
     Format(#[from] FormatError),
-    /// A session failed.
+    /// The producer's side of a session failed.
     #[error(transparent)]
-    Session(#[from] SessionError),
+    Publish(#[from] frameshare::bus::PublishError),
+    /// The consumer's side of a session failed.
+    #[error(transparent)]
+    Subscribe(#[from] frameshare::bus::SubscribeError),
     /// A channel failed.
     #[error(transparent)]
     Channel(#[from] ChannelError),
@@ -757,7 +761,7 @@ impl LocalFrame {
 enum PeerCell {
     Floor(OwnedFd),
     ZeroCopy {
-        producer: Producer,
+        producer: Box<Publisher>,
         generator: Generator,
         seq: u64,
     },
@@ -776,18 +780,29 @@ enum PeerCell {
     },
 }
 
-/// Takes a buffer and draws frame `seq` into it; returns its id.
-fn zero_copy_fill(
-    producer: &mut Producer,
+/// Takes a buffer and draws frame `seq` into it.
+fn zero_copy_fill<'p>(
+    producer: &'p mut Publisher,
     generator: &mut Generator,
     seq: u64,
-) -> Result<u32, BenchError> {
-    let id = producer
-        .acquire()?
+) -> Result<frameshare::bus::Loan<'p>, BenchError> {
+    let mut loan = producer
+        .loan()?
         .ok_or_else(|| BenchError::Peer("the producer dropped a frame".into()))?;
-    let mut access = producer.write_access(id)?;
-    generator.fill(id, &mut access, seq);
-    Ok(id)
+    let id = loan.id();
+    generator.fill(id, &mut loan.write()?, seq);
+    Ok(loan)
+}
+
+/// Waits until the consumer gave every frame back.
+fn drain(producer: &mut Publisher) -> Result<(), BenchError> {
+    if producer.drain(FRAME_PATIENCE)? {
+        Ok(())
+    } else {
+        Err(BenchError::Peer(format!(
+            "the consumer held frames for more than {FRAME_PATIENCE:?}"
+        )))
+    }
 }
 
 /// Sleeps until `deadline`; false if it had already passed.
@@ -834,29 +849,26 @@ impl PeerCell {
             } => match mode {
                 Mode::PingPong => {
                     for _ in 0..frames {
-                        producer.drain(FRAME_PATIENCE)?;
+                        drain(producer)?;
                         released = Instant::now();
-                        let id = zero_copy_fill(producer, generator, *seq)?;
+                        let loan = zero_copy_fill(producer, generator, *seq)?;
                         pace_until(released + pace);
-                        producer.submit(id, *seq, None)?;
+                        loan.publish(*seq)?;
                         *seq += 1;
                     }
-                    producer.drain(FRAME_PATIENCE)?;
+                    drain(producer)?;
                 }
                 Mode::Pipelined => {
                     for _ in 0..frames {
-                        let id = zero_copy_fill(producer, generator, *seq)?;
-                        producer.submit(id, *seq, None)?;
+                        zero_copy_fill(producer, generator, *seq)?.publish(*seq)?;
                         *seq += 1;
                     }
-                    producer.drain(FRAME_PATIENCE)?;
+                    drain(producer)?;
                 }
                 Mode::InProcess => {
-                    let n = producer.buffer_count() as u64;
                     for _ in 0..frames {
-                        let id = (*seq % n) as u32;
-                        let mut access = producer.write_access(id)?;
-                        generator.fill(id, &mut access, *seq);
+                        // Drawn and not sent: the loan goes back unpublished.
+                        drop(zero_copy_fill(producer, generator, *seq)?);
                         *seq += 1;
                     }
                 }
@@ -936,19 +948,26 @@ fn peer_setup(msg: ToPeer, fds: Vec<OwnedFd>) -> Result<(usize, PeerCell), Bench
             // Open the allocator before saying Hello: an unavailable kind closes the socket
             // at once, and the Failed message says why.
             let (mut allocator, _) = alloc::open(&alloc)?;
-            let opts = ProducerOptions {
-                name: format!("generator:{}", pattern_name(pattern)),
-                release_timeout: FRAME_PATIENCE,
+            let opts = PublisherOptions {
+                name: "generator".into(),
+                pattern: Some(pattern_name(pattern)),
+                stall_timeout: FRAME_PATIENCE,
                 ..Default::default()
             };
-            let mut producer = Producer::connect(Channel::from_fd(fd), opts, 0)?;
-            for _ in 0..buffers {
-                producer.add_buffer(allocator.allocate(&layout)?)?;
+            let mut producer = Publisher::new(opts)?;
+            producer.add_connection(Channel::from_fd(fd), false)?;
+            if !producer.wait_for_consumers(1, Some(FRAME_PATIENCE))? {
+                return Err(BenchError::Peer("the consumer said no Hello".into()));
             }
+            producer.set_buffers(
+                (0..buffers)
+                    .map(|_| allocator.allocate(&layout))
+                    .collect::<Result<_, _>>()?,
+            )?;
             Ok((
                 cell,
                 PeerCell::ZeroCopy {
-                    producer,
+                    producer: Box::new(producer),
                     generator: Generator::new(pattern, &layout),
                     seq: 0,
                 },
@@ -1071,7 +1090,7 @@ pub fn peer(fd: OwnedFd) -> Result<(), BenchError> {
 // The driver (consumer side).
 
 struct ZeroCopyEnd {
-    consumer: Consumer,
+    consumer: Subscriber,
     null: NullSink,
     verify: VerifySink,
 }
@@ -1249,16 +1268,33 @@ impl Driver {
     fn accept(&mut self, chan: Channel, buffers: usize) -> Result<DriverEnd, BenchError> {
         let mut null = NullSink::default();
         let mut verify = VerifySink::new();
-        let mut consumer = Consumer::accept(chan, &frameshare::pipeline::consumer_caps(&verify))?;
-        let stream = frameshare::pipeline::stream_info(consumer.peer());
-        null.start(&stream)?;
-        verify.start(&stream)?;
-        for _ in 0..buffers {
-            match consumer.next_event(Some(FRAME_PATIENCE))? {
-                Event::BufferAdded(id) => {
-                    let buffer = consumer.buffer(id).expect("just added");
-                    null.add_buffer(id, buffer)?;
-                    verify.add_buffer(id, buffer)?;
+        let caps = verify.caps();
+        let mut consumer = Subscriber::from_channel(
+            chan,
+            SubscriberOptions {
+                name: verify.name(),
+                fences: caps.fences,
+                kinds: caps.kinds,
+                formats: caps.formats,
+                stall_timeout: FRAME_PATIENCE,
+                ..SubscriberOptions::default()
+            },
+        )?;
+        let mut added = 0;
+        while added < buffers {
+            match consumer.next(Some(FRAME_PATIENCE))? {
+                SubscriberEvent::Connected { producer, .. } => {
+                    let stream = StreamInfo {
+                        producer: producer.name.clone(),
+                        pattern: producer.pattern.as_deref().and_then(|p| p.parse().ok()),
+                    };
+                    null.start(&stream)?;
+                    verify.start(&stream)?;
+                }
+                SubscriberEvent::BufferAdded { id, buffer } => {
+                    null.add_buffer(id, &buffer)?;
+                    verify.add_buffer(id, &buffer)?;
+                    added += 1;
                 }
                 other => {
                     return Err(BenchError::Peer(format!(
@@ -1416,8 +1452,8 @@ impl Driver {
                     let sink: &mut dyn Sink = if kind == Batch::Verify { verify } else { null };
                     let before = sink.bytes_copied();
                     for _ in 0..frames {
-                        let f = match consumer.next_event(Some(FRAME_PATIENCE))? {
-                            Event::Frame(f) => f,
+                        let mut f = match consumer.next(Some(FRAME_PATIENCE))? {
+                            SubscriberEvent::Frame(f) => f,
                             other => {
                                 return Err(BenchError::Peer(format!(
                                     "expected a Frame, got {other:?}"
@@ -1425,15 +1461,16 @@ impl Driver {
                             }
                         };
                         latencies.push(f.received_ns.saturating_sub(f.timestamp_ns));
-                        let buffer = consumer.buffer(f.id).expect("checked by the session");
+                        let acquire = f.take_acquire_fence();
                         let out = sink.frame(FrameIn {
                             id: f.id,
                             seq: f.seq,
-                            buffer,
-                            acquire: f.acquire,
+                            buffer: f.buffer(),
+                            acquire,
+                            meta: &f.meta,
                         })?;
                         verified += out.verified as u64;
-                        consumer.release(f.id, f.seq, out.release)?;
+                        f.release(out.release)?;
                     }
                     sink_copied = sink.bytes_copied() - before;
                 }

@@ -1,24 +1,53 @@
-//! The `frameshare` command line: probe, run (two processes over a socketpair), produce and
-//! consume (across unrelated processes over a named socket), bench, explain.
+//! The `frameshare` command line: probe, run (a producer and a consumer process over a
+//! socketpair), produce and consume (named streams, any number of consumers), ls and top
+//! (streams and shared buffers in use), bench, explain.
 
-use std::io::{IsTerminal, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+/// `print!` that ends the process quietly when stdout is a closed pipe (`frameshare ls | head
+/// -1`), as Unix filters do, instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = write!(o, $($t)*).and_then(|()| o.flush()) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+/// `println!`, likewise.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = writeln!(o, $($t)*).and_then(|()| o.flush()) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// Stdout is gone: a closed pipe ends us quietly (exit 0); anything else is an error.
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("frameshare: error: writing to stdout: {e}");
+    std::process::exit(1);
+}
 
 mod bench;
 mod ls;
 mod probe;
+mod stream;
+mod top;
 
-use frameshare::format::{parse_size, Fourcc, FrameLayout};
-use frameshare::ipc::producer::{PoolPolicy, ProducerOptions};
-use frameshare::ipc::socket::{Channel, Listener};
-use frameshare::pipeline::{self, ConsumeReport, ProduceOptions, ProduceReport, Summary};
-use frameshare::source::Pattern;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use frameshare::bus::Policy;
+use frameshare::format::parse_size;
 
 #[derive(Parser)]
 #[command(
@@ -42,7 +71,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Shared frame buffers in use on this machine, per process (an `ipcs` for frames).
+    /// Live streams (producer, format, rate, consumers) and the shared frame buffers in use
+    /// on this machine, per process (an `ipcs` for frames).
     Ls {
         /// Every process's shared buffers, not only frameshare's.
         #[arg(long, short)]
@@ -51,47 +81,57 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Live streams and their consumers, refreshed (like `pw-top`); Ctrl-C ends it.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Refreshes before exiting (default: until stopped).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Benchmark: zero-copy handoff per allocator and size against a bare socket ping-pong,
     /// consumer CPU, fps, and copying baselines (pipe, shared ring), measured side by side.
-    Bench(BenchArgs),
+    Bench(bench_args::BenchArgs),
     /// Producer and consumer as two processes over a socketpair; prints a summary.
     Run {
         #[command(flatten)]
-        produce: ProduceArgs,
-        /// Sink: verify, null, png:DIR.
+        produce: stream::ProduceArgs,
+        /// Sink: verify, null, png:DIR, vulkan[:…], kms[:…].
         #[arg(long, default_value = "verify")]
         sink: String,
+        /// The consumer's policy: wait (every frame), drop (skip while busy), latest (newest).
+        #[arg(long, default_value = "wait")]
+        policy: Policy,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// The producer end, listening on a unix socket (created 0600) for one consumer.
+    /// The producer of a stream: publishes it under a name (or at a socket path) for any number
+    /// of consumers; `--frames 0` runs until Ctrl-C.
     Produce {
-        /// Socket path to create.
-        #[arg(long)]
-        socket: PathBuf,
         #[command(flatten)]
-        produce: ProduceArgs,
+        target: stream::PublishTarget,
+        #[command(flatten)]
+        produce: stream::ProduceArgs,
+        #[command(flatten)]
+        access: stream::AccessArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// The consumer end, connecting to a producer's socket (or using an inherited fd).
+    /// A consumer of a stream, by name (or socket path), feeding a sink.
     Consume {
-        /// Socket path to connect to (retried for 10 s while the producer starts).
-        #[arg(long, conflicts_with = "fd")]
-        socket: Option<PathBuf>,
-        /// An inherited, connected SEQPACKET socket fd (how `run` starts its consumer).
-        #[arg(long, hide = true)]
-        fd: Option<i32>,
-        /// Sink: verify, null, png:DIR.
-        #[arg(long, default_value = "verify")]
-        sink: String,
+        #[command(flatten)]
+        target: stream::SubscribeTarget,
+        #[command(flatten)]
+        consume: stream::ConsumeArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Would a buffer import into this machine's Vulkan device without a copy? If not, why.
+    #[cfg(feature = "vulkan")]
     Explain {
         /// Pixel format (DRM fourcc: XR24, NV12, YUYV, …).
         fourcc: String,
@@ -112,146 +152,42 @@ enum Cmd {
     },
 }
 
-#[derive(Args, Clone)]
-struct ProduceArgs {
-    /// Frame source: `generator` or `generator:PATTERN` (bars, box, solid[:RRGGBB]); with the
-    /// v4l2 feature also `v4l2[:/dev/videoN][:export|import|copy][:fps=N]` (a camera; the
-    /// first capture device unless named; its format is negotiated with the sink unless
-    /// `--format` is given, its size is the camera's unless `--size` is).
-    #[arg(long, default_value = "generator")]
-    source: String,
-    /// Pattern for the generator (overridden by `--source generator:PATTERN`).
-    #[arg(long, default_value = "box")]
-    pattern: String,
-    /// Buffer kind: auto, dma-heap[:NAME], udmabuf, gbm, memfd, posix-shm, sysv-shm.
-    #[arg(long, default_value = "auto")]
-    alloc: String,
-    /// Pixel format (DRM fourcc) [default for the generator: XR24].
-    #[arg(long)]
-    format: Option<String>,
-    /// Frame size WIDTHxHEIGHT [default for the generator: 1920x1080].
-    #[arg(long)]
-    size: Option<String>,
-    /// Frames to send.
-    #[arg(long, default_value_t = 300)]
-    frames: u64,
-    /// Buffers in the pool.
-    #[arg(long, default_value_t = 4)]
-    buffers: usize,
-    /// When every buffer is with the consumer: wait, or drop the frame.
-    #[arg(long, default_value = "wait")]
-    policy: String,
-    /// Pace at this many frames per second (default: as fast as possible).
-    #[arg(long)]
-    fps: Option<f64>,
-    /// Stride alignment in bytes (power of two).
-    #[arg(long, default_value_t = 256)]
-    stride_align: u32,
-    /// Testing aid for fence handling: `sw-sync[:DELAY_MS]` attaches a sw_sync acquire fence to
-    /// every frame, sends the frame BEFORE writing its pixels, writes them DELAY_MS later and
-    /// only then signals the fence, so a consumer that ignores acquire fences fails
-    /// verification. Needs root and debugfs sync/sw_sync (the VM rig has both).
-    #[arg(long, value_name = "sw-sync[:DELAY_MS]")]
-    acquire_fence: Option<String>,
-}
+mod bench_args {
+    use clap::Args;
 
-/// What fills the frames.
-enum Source {
-    Generator,
-    #[cfg(feature = "v4l2")]
-    V4l2(frameshare::source::v4l2::V4l2Config),
-}
-
-impl ProduceArgs {
-    /// The source `--source` names (with `--format`/`--size` applied to a camera).
-    fn source(&self) -> Result<Source> {
-        let (name, rest) = self
-            .source
-            .split_once(':')
-            .unwrap_or((self.source.as_str(), ""));
-        match name {
-            "generator" => Ok(Source::Generator),
-            #[cfg(feature = "v4l2")]
-            "v4l2" => {
-                let mut cfg = frameshare::source::v4l2::V4l2Config::parse(rest)
-                    .map_err(anyhow::Error::msg)?;
-                if let Some(f) = &self.format {
-                    cfg.fourcc = Some(f.parse()?);
-                }
-                if let Some(s) = &self.size {
-                    cfg.size = Some(parse_size(s)?);
-                }
-                Ok(Source::V4l2(cfg))
-            }
-            #[cfg(not(feature = "v4l2"))]
-            "v4l2" => {
-                let _ = rest;
-                bail!("--source v4l2 needs a build with the v4l2 feature")
-            }
-            _ => bail!(
-                "unknown source {:?} (want generator[:PATTERN]{})",
-                self.source,
-                if cfg!(feature = "v4l2") {
-                    ", v4l2[:/dev/videoN]"
-                } else {
-                    ""
-                }
-            ),
-        }
-    }
-
-    fn options(&self, progress: bool) -> Result<ProduceOptions> {
-        let pattern = match self.source.split_once(':') {
-            Some(("generator", p)) => p.to_owned(),
-            _ => self.pattern.clone(),
-        };
-        let pattern: Pattern = pattern.parse().map_err(anyhow::Error::msg)?;
-        let fourcc: Fourcc = self.format.as_deref().unwrap_or("XR24").parse()?;
-        let (w, h) = parse_size(self.size.as_deref().unwrap_or("1920x1080"))?;
-        if self.buffers == 0 {
-            bail!("--buffers must be at least 1");
-        }
-        Ok(ProduceOptions {
-            alloc: self.alloc.clone(),
-            layout: FrameLayout::linear(fourcc, w, h, self.stride_align)?,
-            buffers: self.buffers,
-            frames: self.frames,
-            pattern,
-            fps: self.fps,
-            session: ProducerOptions {
-                policy: self
-                    .policy
-                    .parse::<PoolPolicy>()
-                    .map_err(anyhow::Error::msg)?,
-                acquire_fence: match &self.acquire_fence {
-                    Some(m) => m.parse().map_err(anyhow::Error::msg)?,
-                    None => Default::default(),
-                },
-                ..Default::default()
-            },
-            progress: progress.then_some(show_progress as fn(u64, u64)),
-        })
-    }
-}
-
-static PROGRESS: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
-
-fn show_progress(done: u64, total: u64) {
-    let bar = PROGRESS.get_or_init(|| {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} frames {per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        b
-    });
-    if done % 16 == 0 || done == total {
-        bar.set_position(done);
-    }
-    if done == total {
-        bar.finish_and_clear();
+    /// `frameshare bench` options.
+    #[derive(Args)]
+    pub struct BenchArgs {
+        /// Print the report as JSON.
+        #[arg(long)]
+        pub json: bool,
+        /// Also measure Vulkan import vs a staging-copy upload (first size, XR24).
+        #[arg(long)]
+        pub vulkan: bool,
+        /// Ping-pongs per measured cell (verify batches get a third of it, fps batches as many).
+        #[arg(long, default_value_t = 300)]
+        pub frames: u64,
+        /// Frame sizes (XR24), comma-separated.
+        #[arg(long, default_value = "640x480,1920x1080,3840x2160")]
+        pub sizes: String,
+        /// Allocators, comma-separated, or `auto`: every kind this machine offers.
+        #[arg(long, default_value = "auto")]
+        pub allocs: String,
+        /// Rounds the measurements are interleaved in.
+        #[arg(long, default_value_t = 15)]
+        pub rounds: u32,
+        /// Buffers per zero-copy pool.
+        #[arg(long, default_value_t = 4)]
+        pub buffers: usize,
+        /// In latency batches, µs from a release to the next handoff (0: back to back).
+        #[arg(long, default_value_t = 2000)]
+        pub pace_us: u64,
+        /// Generator pattern: box, bars, solid[:RRGGBB] (solid rewrites only the stamp rows).
+        #[arg(long, default_value = "box")]
+        pub pattern: String,
+        /// Internal: be the benchmark's producer peer on this inherited control socket.
+        #[arg(long, hide = true)]
+        pub peer_fd: Option<i32>,
     }
 }
 
@@ -261,10 +197,26 @@ fn main() {
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("frameshare: error: {e:#}");
+            eprintln!("frameshare: error: {}", chain(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// An error and its causes, each said once (thiserror messages that already include their
+/// source are not repeated).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+    }
+    out
 }
 
 fn init_log(verbose: u8) {
@@ -298,69 +250,35 @@ fn init_log(verbose: u8) {
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Cmd::Probe { json } => {
-            let p = crate::probe::probe();
+            let p = probe::probe();
             if json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
+                outln!("{}", serde_json::to_string_pretty(&p)?);
             } else {
-                print!("{p}");
+                out!("{p}");
             }
             Ok(0)
         }
-        Cmd::Ls { all, json } => {
-            let items = crate::ls::inventory(!all);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&items)?);
-            } else {
-                print!("{}", crate::ls::table(&items));
-            }
-            Ok(0)
-        }
-        Cmd::Bench(args) => bench(&args),
+        Cmd::Ls { all, json } => top::ls(all, json),
+        Cmd::Top { interval, count } => top::top(Duration::from_secs_f64(interval.max(0.1)), count),
+        Cmd::Bench(args) => bench_cmd(&args),
         Cmd::Run {
             produce,
             sink,
+            policy,
             json,
-        } => run(&produce, &sink, json),
+        } => stream::run(&produce, &sink, policy, json, cli.verbose),
         Cmd::Produce {
-            socket,
+            target,
             produce,
+            access,
             json,
-        } => {
-            let opts = produce.options(!json && std::io::stderr().is_terminal())?;
-            produce.source()?;
-            let listener = Listener::bind(&socket)
-                .with_context(|| format!("listening on {}", socket.display()))?;
-            eprintln!("frameshare: waiting for a consumer on {}", socket.display());
-            let chan = listener.accept(None)?;
-            drop(listener); // one consumer; the path goes away now
-            let report = self::produce(chan, &produce, &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_produce(&report);
-            }
-            Ok(0)
-        }
+        } => stream::produce(&target, &produce, &access, json),
         Cmd::Consume {
-            socket,
-            fd,
-            sink,
+            target,
+            consume,
             json,
-        } => {
-            let chan = match (socket, fd) {
-                (Some(path), None) => connect_retrying(&path, Duration::from_secs(10))?,
-                (None, Some(fd)) => inherited_channel(fd)?,
-                _ => bail!("give --socket PATH"),
-            };
-            let mut sink = frameshare::sink::open(&sink)?;
-            let report = pipeline::consume(chan, sink.as_mut())?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print_consume(&report);
-            }
-            Ok(if report.error.is_some() { 1 } else { 0 })
-        }
+        } => stream::consume(&target, &consume, json),
+        #[cfg(feature = "vulkan")]
         Cmd::Explain {
             fourcc,
             size,
@@ -373,6 +291,7 @@ fn real_main(cli: Cli) -> Result<i32> {
 }
 
 /// `frameshare explain`: prints the verdict; exit status 0 if the import works, 1 if not.
+#[cfg(feature = "vulkan")]
 fn explain(
     fourcc: &str,
     size: &str,
@@ -391,195 +310,22 @@ fn explain(
         stride_align,
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&verdict)?);
+        outln!("{}", serde_json::to_string_pretty(&verdict)?);
     } else {
-        print!("{verdict}");
+        out!("{verdict}");
     }
     Ok(if verdict.works { 0 } else { 1 })
 }
 
-fn connect_retrying(path: &std::path::Path, patience: Duration) -> Result<Channel> {
-    let start = Instant::now();
-    loop {
-        match Channel::connect(path) {
-            Ok(c) => return Ok(c),
-            Err(e) if start.elapsed() < patience => {
-                log::debug!("connect: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e).with_context(|| format!("no producer at {}", path.display())),
-        }
-    }
-}
-
-fn inherited_channel(fd: i32) -> Result<Channel> {
-    Channel::from_inherited_fd(fd).with_context(|| format!("--fd {fd}"))
-}
-
-/// Runs the producer end with the source `args` names.
-fn produce(
-    chan: Channel,
-    args: &ProduceArgs,
-    opts: &ProduceOptions,
-) -> Result<ProduceReport, pipeline::PipelineError> {
-    match args.source().map_err(|e| {
-        pipeline::PipelineError::Session(frameshare::ipc::SessionError::Usage(e.to_string()))
-    })? {
-        Source::Generator => pipeline::produce(chan, opts),
-        #[cfg(feature = "v4l2")]
-        Source::V4l2(cfg) => pipeline::produce_v4l2(chan, opts, &cfg),
-    }
-}
-
-/// Two processes: this one produces; a child `frameshare consume --fd N` consumes and reports
-/// back as JSON on its stdout.
-fn run(args: &ProduceArgs, sink: &str, json: bool) -> Result<i32> {
-    let opts = args.options(!json && std::io::stderr().is_terminal())?;
-    args.source()?; // fail fast on a bad source, before forking
-    frameshare::sink::open(sink)?; // fail fast on a bad sink name, before forking
-    let (ours, theirs) = Channel::pair()?;
-    let theirs: OwnedFd = theirs.into();
-    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())?; // inherited by the child only
-    let exe = std::env::current_exe().context("finding our own executable")?;
-    let child = Command::new(exe)
-        .args([
-            "consume",
-            "--json",
-            "--sink",
-            sink,
-            "--fd",
-            &theirs.as_raw_fd().to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the consumer process")?;
-    drop(theirs);
-    let produced = produce(ours, args, &opts);
-    let out = child
-        .wait_with_output()
-        .context("waiting for the consumer")?;
-    let consumed: Option<ConsumeReport> = serde_json::from_slice(&out.stdout).ok();
-    let produced = match (produced, &consumed) {
-        (Ok(p), _) => p,
-        (Err(e), Some(c)) if c.error.is_some() => {
-            bail!(
-                "producer: {e}; consumer: {}",
-                c.error.as_deref().unwrap_or_default()
-            )
-        }
-        (Err(e), _) => return Err(e).context("producer"),
-    };
-    let consumed =
-        consumed.with_context(|| format!("the consumer process failed ({})", out.status))?;
-    let summary = Summary::new(&produced, &consumed);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        println!("{}", produced.allocator_note);
-        print_summary(&summary, &consumed);
-    }
-    let mut code = 0;
-    if let Some(e) = &consumed.error {
-        eprintln!("frameshare: consumer error: {e}");
-        code = 1;
-    }
-    let verifying = sink == "verify" || consumed.sink == "kms:verify-writeback";
-    if verifying && summary.frames_verified != summary.frames_delivered {
-        eprintln!(
-            "frameshare: {} of {} delivered frames failed verification",
-            summary.frames_delivered - summary.frames_verified,
-            summary.frames_delivered
-        );
-        code = 1;
-    }
-    std::io::stdout().flush()?;
-    Ok(code)
-}
-
-fn print_summary(s: &Summary, c: &ConsumeReport) {
-    println!("allocator         {}", s.allocator);
-    println!("sink              {}", c.sink);
-    println!("frames produced   {}", s.frames_produced);
-    println!("frames delivered  {}", s.frames_delivered);
-    println!("frames verified   {}", s.frames_verified);
-    println!("frames dropped    {}", s.frames_dropped);
-    if s.frames_converted > 0 {
-        println!(
-            "frames converted  {} (GPU, for the display)",
-            s.frames_converted
-        );
-    }
-    println!("bytes copied      {}", s.bytes_copied);
-    println!("fps               {:.1}", s.fps);
-    println!(
-        "latency µs        p50 {:.1}  p99 {:.1}  max {:.1}",
-        s.latency_us.p50, s.latency_us.p99, s.latency_us.max
-    );
-}
-
-fn print_produce(r: &ProduceReport) {
-    println!("{}", r.allocator_note);
-    println!(
-        "frames produced {}  dropped {}  in {:.2} s",
-        r.frames_produced, r.frames_dropped, r.elapsed_s
-    );
-}
-
-fn print_consume(r: &ConsumeReport) {
-    println!(
-        "sink {}: delivered {}  verified {}  dropped {}  bytes copied {}  latency p50 {:.1} µs p99 {:.1} µs",
-        r.sink, r.frames_delivered, r.frames_verified, r.frames_dropped, r.bytes_copied, r.latency_us.p50, r.latency_us.p99
-    );
-    if let Some(e) = &r.error {
-        println!("ended early: {e}");
-    }
-}
-
-/// `frameshare bench` options.
-#[derive(Args)]
-struct BenchArgs {
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Also measure Vulkan import vs a staging-copy upload (first size, XR24).
-    #[arg(long)]
-    vulkan: bool,
-    /// Ping-pongs per measured cell (verify batches get a third of it, fps batches as many).
-    #[arg(long, default_value_t = 300)]
-    frames: u64,
-    /// Frame sizes (XR24), comma-separated.
-    #[arg(long, default_value = "640x480,1920x1080,3840x2160")]
-    sizes: String,
-    /// Allocators, comma-separated, or `auto`: every kind this machine offers.
-    #[arg(long, default_value = "auto")]
-    allocs: String,
-    /// Rounds the measurements are interleaved in.
-    #[arg(long, default_value_t = 15)]
-    rounds: u32,
-    /// Buffers per zero-copy pool.
-    #[arg(long, default_value_t = 4)]
-    buffers: usize,
-    /// In latency batches, µs from a release to the next handoff (0: back to back).
-    #[arg(long, default_value_t = 2000)]
-    pace_us: u64,
-    /// Generator pattern: box, bars, solid[:RRGGBB] (solid rewrites only the stamp rows).
-    #[arg(long, default_value = "box")]
-    pattern: String,
-    /// Internal: be the benchmark's producer peer on this inherited control socket.
-    #[arg(long, hide = true)]
-    peer_fd: Option<i32>,
-}
-
 /// Runs `frameshare bench` (or its peer) and prints the table or JSON. Exits 1 if a frame
 /// failed verification; the figures themselves are reported, never turned into a failure.
-fn bench(args: &BenchArgs) -> Result<i32> {
+fn bench_cmd(args: &bench_args::BenchArgs) -> Result<i32> {
     if let Some(fd) = args.peer_fd {
-        crate::bench::peer(inherited_channel(fd)?.into())?;
+        bench::peer(stream::inherited_channel(fd)?.into())?;
         return Ok(0);
     }
-    let mut opts = crate::bench::BenchOptions::new(
-        std::env::current_exe().context("finding our own executable")?,
+    let mut opts = bench::BenchOptions::new(
+        std::env::current_exe()?,
         vec!["bench".into(), "--peer-fd".into()],
     );
     opts.sizes = args
@@ -599,13 +345,18 @@ fn bench(args: &BenchArgs) -> Result<i32> {
     opts.pattern = args.pattern.parse().map_err(anyhow::Error::msg)?;
     opts.progress = std::io::stderr().is_terminal();
     if args.vulkan {
-        opts.vulkan = Some(crate::bench::vulkan_import_vs_staging);
+        #[cfg(feature = "vulkan")]
+        {
+            opts.vulkan = Some(bench::vulkan_import_vs_staging);
+        }
+        #[cfg(not(feature = "vulkan"))]
+        bail!("--vulkan needs a build with the vulkan feature");
     }
-    let report = crate::bench::run(&opts)?;
+    let report = bench::run(&opts)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{report}");
+        out!("{report}");
     }
     let bad = report
         .consumer_cpu

@@ -5,12 +5,12 @@ use std::thread;
 use std::time::Duration;
 
 use frameshare::alloc::{memfd::MemfdAllocator, Allocator};
+use frameshare::bus::consumer::{Consumer, ConsumerCaps, Event};
+use frameshare::bus::producer::{PoolPolicy, Producer, ProducerOptions};
+use frameshare::bus::socket::{Channel, ChannelError};
+use frameshare::bus::wire::{self, Message, Role};
+use frameshare::bus::{all_kinds, SessionError};
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::ipc::consumer::{Consumer, ConsumerCaps, Event};
-use frameshare::ipc::producer::{PoolPolicy, Producer, ProducerOptions};
-use frameshare::ipc::socket::{Channel, ChannelError};
-use frameshare::ipc::wire::{self, Message, Role};
-use frameshare::ipc::{all_kinds, SessionError};
 
 fn caps() -> ConsumerCaps {
     ConsumerCaps {
@@ -230,7 +230,7 @@ fn peer_death_is_a_clean_error() {
     assert!(
         matches!(
             err,
-            SessionError::Channel(frameshare::ipc::socket::ChannelError::PeerClosed)
+            SessionError::Channel(frameshare::bus::socket::ChannelError::PeerClosed)
         ),
         "{err}"
     );

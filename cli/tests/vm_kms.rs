@@ -363,9 +363,9 @@ fn gbm_allocator_on_each_node() {
 /// so the producer's final drain does not stall.
 #[test]
 fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
-    use frameshare::ipc::producer::{Producer, ProducerOptions};
-    use frameshare::ipc::socket::Channel;
-    use frameshare::ipc::wire;
+    use frameshare::bus::producer::{Producer, ProducerOptions};
+    use frameshare::bus::socket::Channel;
+    use frameshare::bus::wire;
     use std::time::Instant;
     let Some(_display) = vkms() else {
         return;

@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
+use frameshare::bus::producer::{AcquireFenceMode, ProducerOptions};
+use frameshare::bus::socket::Channel;
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::ipc::producer::{AcquireFenceMode, ProducerOptions};
-use frameshare::ipc::socket::Channel;
 use frameshare::pipeline::{self, ConsumeReport, ProduceOptions, ProduceReport};
 use frameshare::sink::vulkan::{ImportMode, ImportPath, VulkanOptions, VulkanSink, VulkanStats};
 use frameshare::source::Pattern;

@@ -31,6 +31,8 @@ pub struct FrameIn<'a> {
     pub buffer: &'a Buffer,
     /// Signals when the pixels may be read.
     pub acquire: Option<SyncFile>,
+    /// The frame's metadata (crop, colorimetry, the source's own sequence and time, …).
+    pub meta: &'a crate::meta::FrameMeta,
 }
 
 /// What a sink did with a frame.
@@ -213,23 +215,81 @@ pub fn wait_acquire(fence: Option<SyncFile>, timeout: Duration) -> Result<bool, 
     }
 }
 
-/// Builds a sink from its command-line name.
-pub fn open(spec: &str) -> Result<Box<dyn Sink>, SinkError> {
-    match spec.split_once(':').map_or((spec, ""), |(a, b)| (a, b)) {
-        ("verify", "") => Ok(Box::new(verify::VerifySink::new())),
-        ("null", "") => Ok(Box::new(null::NullSink::default())),
-        #[cfg(feature = "png")]
-        ("png", dir) if !dir.is_empty() => Ok(Box::new(png::PngSink::new(dir.into())?)),
-        #[cfg(feature = "vulkan")]
-        ("vulkan", rest) => Ok(Box::new(vulkan::VulkanSink::open(rest)?)),
-        #[cfg(feature = "kms")]
-        ("kms", rest) => Ok(Box::new(display::DisplaySink::from_spec(rest)?)),
-        #[cfg(not(feature = "png"))]
-        ("png", _) => Err(SinkError::NotBuilt("png", "png")),
-        #[cfg(not(feature = "vulkan"))]
-        ("vulkan", _) => Err(SinkError::NotBuilt("vulkan", "vulkan")),
-        #[cfg(not(feature = "kms"))]
-        ("kms", _) => Err(SinkError::NotBuilt("kms", "kms")),
-        _ => Err(SinkError::UnknownName(spec.to_owned())),
+/// A sink, named: what `--sink` takes. Parsing is pure ([`str::parse`]: a bad name or option
+/// is found before any device is opened); opening touches devices ([`SinkSpec::open`]).
+#[derive(Debug, Clone)]
+pub enum SinkSpec {
+    /// `verify`.
+    Verify,
+    /// `null`.
+    Null,
+    /// `png:DIR` (feature `png`).
+    Png(std::path::PathBuf),
+    /// `vulkan[:…]` (feature `vulkan`).
+    #[cfg(feature = "vulkan")]
+    Vulkan(vulkan::VulkanOptions),
+    /// `kms[:…]` (feature `kms`).
+    #[cfg(feature = "kms")]
+    Kms(kms::KmsOptions),
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = SinkError;
+    fn from_str(spec: &str) -> Result<Self, SinkError> {
+        match spec.split_once(':').map_or((spec, ""), |(a, b)| (a, b)) {
+            ("verify", "") => Ok(SinkSpec::Verify),
+            ("null", "") => Ok(SinkSpec::Null),
+            ("png", dir) if !dir.is_empty() => {
+                if cfg!(feature = "png") {
+                    Ok(SinkSpec::Png(dir.into()))
+                } else {
+                    Err(SinkError::NotBuilt("png", "png"))
+                }
+            }
+            #[cfg(feature = "vulkan")]
+            ("vulkan", rest) => Ok(SinkSpec::Vulkan(vulkan::VulkanOptions::parse(rest)?)),
+            #[cfg(not(feature = "vulkan"))]
+            ("vulkan", _) => Err(SinkError::NotBuilt("vulkan", "vulkan")),
+            #[cfg(feature = "kms")]
+            ("kms", rest) => Ok(SinkSpec::Kms(kms::KmsOptions::parse(rest)?)),
+            #[cfg(not(feature = "kms"))]
+            ("kms", _) => Err(SinkError::NotBuilt("kms", "kms")),
+            _ => Err(SinkError::UnknownName(spec.to_owned())),
+        }
     }
+}
+
+impl SinkSpec {
+    /// Opens the sink (devices, GPU instance, pipelines: all the slow one-time set-up).
+    pub fn open(&self) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(match self {
+            SinkSpec::Verify => Box::new(verify::VerifySink::new()),
+            SinkSpec::Null => Box::new(null::NullSink::default()),
+            #[cfg(feature = "png")]
+            SinkSpec::Png(dir) => Box::new(png::PngSink::new(dir.clone())?),
+            #[cfg(not(feature = "png"))]
+            SinkSpec::Png(_) => return Err(SinkError::NotBuilt("png", "png")),
+            #[cfg(feature = "vulkan")]
+            SinkSpec::Vulkan(o) => Box::new(vulkan::VulkanSink::new(o.clone())?),
+            #[cfg(feature = "kms")]
+            SinkSpec::Kms(o) => {
+                Box::new(display::DisplaySink::new(kms::KmsSink::open(o.clone())?, o))
+            }
+        })
+    }
+
+    /// Whether the sink checks every frame's pixels (a run fails if one is wrong).
+    pub fn verifies(&self) -> bool {
+        match self {
+            SinkSpec::Verify => true,
+            #[cfg(feature = "kms")]
+            SinkSpec::Kms(o) => o.verify_writeback,
+            _ => false,
+        }
+    }
+}
+
+/// Builds a sink from its command-line name (see [`SinkSpec`]).
+pub fn open(spec: &str) -> Result<Box<dyn Sink>, SinkError> {
+    spec.parse::<SinkSpec>()?.open()
 }

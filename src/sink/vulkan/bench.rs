@@ -110,6 +110,7 @@ pub fn import_vs_staging_with(
                 seq,
                 buffer: &buffers[id as usize],
                 acquire: None,
+                meta: &Default::default(),
             })?;
             Ok(t.elapsed().as_secs_f64())
         };

@@ -19,7 +19,7 @@ const IMAGE_NV12_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/image_nv
 const FOLD_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fold.spv"));
 
 /// Most buffers a sink keeps imported at once (the wire's id bound).
-pub(crate) const MAX_SLOTS: u32 = crate::ipc::wire::MAX_BUFFERS;
+pub(crate) const MAX_SLOTS: u32 = crate::bus::wire::MAX_BUFFERS;
 
 /// Push constants, laid out as `Params` in `shaders/common.glsl`.
 #[repr(C)]

@@ -129,7 +129,8 @@ impl Channel {
         Ok(Channel::from_fd(fd))
     }
 
-    /// Sends one message with its fds (`msg.fd_count()` of them).
+    /// Sends one message with its fds (`msg.fd_count()` of them), blocking while the peer's
+    /// receive queue is full.
     pub fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
         debug_assert_eq!(
             msg.fd_count(),
@@ -138,30 +139,36 @@ impl Channel {
             msg.name()
         );
         msg.encode(&mut self.buf);
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-            return Err(ChannelError::ControlTruncated);
-        }
-        loop {
-            match rustix::net::sendmsg(
-                &self.fd,
-                &[IoSlice::new(&self.buf)],
-                &mut control,
-                SendFlags::NOSIGNAL,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(Errno::INTR) => continue,
-                Err(Errno::PIPE) | Err(Errno::CONNRESET) => return Err(ChannelError::PeerClosed),
-                Err(errno) => {
-                    return Err(ChannelError::Sys {
-                        op: "sendmsg",
-                        path: None,
-                        errno,
-                    })
-                }
-            }
-        }
+        send_datagram(self.fd.as_fd(), &self.buf, fds, SendFlags::empty())
+            .map(|sent| debug_assert!(sent))
+    }
+
+    /// Sends one message unless the peer's receive queue is full: `Ok(false)` then, and nothing
+    /// was sent (a peer that stopped reading; the caller queues or drops the message).
+    pub fn try_send(
+        &mut self,
+        msg: &Message,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<bool, ChannelError> {
+        debug_assert_eq!(
+            msg.fd_count(),
+            fds.len(),
+            "{} sent with wrong fd count",
+            msg.name()
+        );
+        msg.encode(&mut self.buf);
+        send_datagram(self.fd.as_fd(), &self.buf, fds, SendFlags::DONTWAIT)
+    }
+
+    /// The credentials of the process at the other end, as the kernel recorded them when the
+    /// connection was made (`SO_PEERCRED`): nothing the peer says, so they can be trusted.
+    pub fn peer_credentials(&self) -> Result<Credentials, ChannelError> {
+        let c = rustix::net::sockopt::socket_peercred(&self.fd).map_err(sys("SO_PEERCRED"))?;
+        Ok(Credentials {
+            pid: c.pid.as_raw_nonzero().get() as u32,
+            uid: c.uid.as_raw(),
+            gid: c.gid.as_raw(),
+        })
     }
 
     /// Waits up to `timeout` (forever if `None`) for a message to be readable.
@@ -198,16 +205,22 @@ impl Channel {
         self.recv()
     }
 
-    /// Receives one message if one is waiting, without blocking.
+    /// Receives one message if one is waiting, without blocking (one `recvmsg`, no `poll`).
     pub fn try_recv(&mut self) -> Result<Option<(Message, Vec<OwnedFd>)>, ChannelError> {
-        if !self.wait_readable(Some(Duration::ZERO))? {
-            return Ok(None);
-        }
-        self.recv().map(Some)
+        self.recv_with(RecvFlags::DONTWAIT)
     }
 
     /// Receives one message and its fds, blocking.
     pub fn recv(&mut self) -> Result<(Message, Vec<OwnedFd>), ChannelError> {
+        // A blocking socket answers with a message or an error, never "nothing yet".
+        self.recv_with(RecvFlags::empty())?
+            .ok_or_else(|| sys("recvmsg")(Errno::AGAIN))
+    }
+
+    fn recv_with(
+        &mut self,
+        flags: RecvFlags,
+    ) -> Result<Option<(Message, Vec<OwnedFd>)>, ChannelError> {
         self.buf.resize(MAX_MESSAGE, 0);
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -217,10 +230,11 @@ impl Channel {
                 &self.fd,
                 &mut [IoSliceMut::new(&mut self.buf)],
                 &mut control,
-                RecvFlags::CMSG_CLOEXEC,
+                flags | RecvFlags::CMSG_CLOEXEC,
             ) {
                 Ok(r) => break r,
                 Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) => return Ok(None),
                 // A peer that closes with our messages unread resets the connection, but what
                 // it sent before (a Bye with its reason, say) is still queued: the error is
                 // reported once, so read on.
@@ -252,24 +266,60 @@ impl Channel {
             return Err(ChannelError::PeerClosed);
         }
         let msg = Message::decode(&self.buf[..got.bytes], fds.len())?;
-        Ok((msg, fds))
+        Ok(Some((msg, fds)))
     }
 
-    /// Sends raw bytes as one datagram (tests use it to play a malicious peer).
-    pub fn send_raw(&mut self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-            return Err(ChannelError::ControlTruncated);
-        }
-        rustix::net::sendmsg(
-            &self.fd,
+    /// Sends already encoded bytes as one datagram, blocking (a peer answered in another
+    /// protocol version's encoding; tests playing a malicious peer).
+    #[doc(hidden)]
+    pub fn send_raw(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
+        send_datagram(self.fd.as_fd(), bytes, fds, SendFlags::empty()).map(|_| ())
+    }
+}
+
+/// Who is at the other end of a connection (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    /// Process id.
+    pub pid: u32,
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+}
+
+/// Sends one datagram with its fds. `Ok(false)` only with `DONTWAIT`, when the peer's queue is
+/// full (nothing sent).
+pub(crate) fn send_datagram(
+    fd: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: SendFlags,
+) -> Result<bool, ChannelError> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(ChannelError::ControlTruncated);
+    }
+    loop {
+        match rustix::net::sendmsg(
+            fd,
             &[IoSlice::new(bytes)],
             &mut control,
-            SendFlags::NOSIGNAL,
-        )
-        .map_err(sys("sendmsg"))?;
-        Ok(())
+            flags | SendFlags::NOSIGNAL,
+        ) {
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if flags.contains(SendFlags::DONTWAIT) => return Ok(false),
+            Err(Errno::PIPE) | Err(Errno::CONNRESET) => return Err(ChannelError::PeerClosed),
+            Err(errno) => {
+                return Err(ChannelError::Sys {
+                    op: "sendmsg",
+                    path: None,
+                    errno,
+                })
+            }
+        }
     }
 }
 
@@ -295,13 +345,22 @@ pub struct Listener {
 impl Listener {
     /// Binds and listens at `path` (which must not exist), readable and writable by this user only.
     pub fn bind(path: &Path) -> Result<Listener, ChannelError> {
+        Listener::bind_mode(path, 0o600)
+    }
+
+    /// The same with another mode for the socket file (0o666 lets other users connect, and
+    /// their credentials are then checked per connection).
+    pub fn bind_mode(path: &Path, mode: u32) -> Result<Listener, ChannelError> {
         let err = |op| path_err(path, op);
         let fd = seqpacket_socket().map_err(err("socket"))?;
         // The socket inode's mode becomes the path's mode at bind: no window with looser bits.
-        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o600)).map_err(err("fchmod"))?;
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode)).map_err(err("fchmod"))?;
         let addr = SocketAddrUnix::new(path).map_err(err("socket address"))?;
         rustix::net::bind(&fd, &addr).map_err(err("bind"))?;
-        rustix::net::listen(&fd, 4).map_err(err("listen"))?;
+        // Consumers of a stream may arrive together (a pipeline starting): a full backlog.
+        rustix::net::listen(&fd, 64).map_err(err("listen"))?;
+        // Accepting never blocks: `accept` polls first, `try_accept` takes what is waiting.
+        rustix::io::ioctl_fionbio(&fd, true).map_err(err("FIONBIO"))?;
         Ok(Listener {
             fd,
             path: path.to_owned(),
@@ -329,6 +388,7 @@ impl Listener {
                 }
             }
         }
+        // The accepted socket does not inherit O_NONBLOCK (accept4 without SOCK_NONBLOCK).
         let fd = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC).map_err(|errno| {
             ChannelError::Sys {
                 op: "accept",
@@ -339,9 +399,29 @@ impl Listener {
         Ok(Channel::from_fd(fd))
     }
 
+    /// Accepts one connection if one is waiting, without blocking.
+    pub fn try_accept(&self) -> Result<Option<Channel>, ChannelError> {
+        match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
+            Ok(fd) => Ok(Some(Channel::from_fd(fd))),
+            // The peer gave up between its connect and our accept: nothing to do.
+            Err(Errno::AGAIN) | Err(Errno::INTR) | Err(Errno::CONNABORTED) => Ok(None),
+            Err(errno) => Err(ChannelError::Sys {
+                op: "accept",
+                path: Some(self.path.clone()),
+                errno,
+            }),
+        }
+    }
+
     /// The path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

@@ -1,0 +1,1201 @@
+//! The producer end of a stream: a [`Publisher`] owns the buffer pool and serves any number of
+//! consumers that join and leave at any time, each with its own [`Policy`]. Buffers cross once
+//! per consumer (`AddBuffer`); frames are ids. A buffer returns to the pool when every consumer
+//! that got it released it (or was dropped). A consumer that dies is forgotten at once; one
+//! that holds a frame or leaves its socket unread past the stall timeout is evicted with a
+//! `Bye`; the others never lose a frame for it. Nothing here blocks on one consumer: every send
+//! is non-blocking and one epoll set watches them all (the publisher's fd, for an
+//! application's own event loop).
+//!
+//! ```no_run
+//! use frameshare::alloc::{self, AllocatorSpec};
+//! use frameshare::bus::{Publisher, PublisherOptions, StreamName};
+//! use frameshare::format::{Fourcc, FrameLayout};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256)?;
+//! let mut alloc = "memfd".parse::<AllocatorSpec>()?.open()?;
+//! let mut publisher = Publisher::bind(&StreamName::new("cam0")?, PublisherOptions::default())?;
+//! publisher.set_buffers((0..4).map(|_| alloc.allocate(&layout)).collect::<Result<_, _>>()?)?;
+//! for seq in 0..100 {
+//!     let Some(mut frame) = publisher.loan()? else { continue };
+//!     frame.write()?.row_mut(0, 0).fill(seq as u8);
+//!     frame.publish(seq)?;
+//! }
+//! publisher.finish()?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod pool;
+mod session;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+
+use super::access::AccessPolicy;
+use super::name::{self, Endpoint, NameError, StreamName};
+use super::poller::{Poller, Ready, WakePipe, Waker};
+use super::socket::{Channel, ChannelError, Credentials};
+use super::wire::{
+    self, ByeCode, ConsumerStatus, FrameMsg, Hello, Message, Policy, Role, StreamStatus,
+};
+use crate::buffer::{Access, Buffer, BufferError, CpuAccess};
+use crate::meta::FrameMeta;
+use crate::sync::{FenceError, SyncFile};
+use pool::{Pool, SlotState};
+use session::{End, Held, Pending, Phase, Session};
+
+const TOKEN_LISTENER: u64 = 0;
+const TOKEN_WAKE: u64 = 1;
+
+/// What to do when a frame is due and every buffer is still out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Wait for a release (the producer is paced by its slowest `wait` consumer).
+    #[default]
+    Wait,
+    /// Skip the frame and count it as dropped (a live source that cannot wait).
+    Drop,
+}
+
+/// Publisher settings.
+#[derive(Debug, Clone)]
+pub struct PublisherOptions {
+    /// What the producer is (`generator`, `v4l2:/dev/video1`, …), told to consumers.
+    pub name: String,
+    /// The generator pattern, when frames are generated: verifying consumers recompute each
+    /// frame from it.
+    pub pattern: Option<String>,
+    /// Who may connect besides this user.
+    pub access: AccessPolicy,
+    /// A consumer that holds a frame, or leaves its socket unread, this long is evicted.
+    pub stall_timeout: Duration,
+    /// A peer must say Hello this soon after connecting (consumers set up before they
+    /// connect, so this bounds only hostile or broken peers).
+    pub handshake_timeout: Duration,
+    /// Longest wait for a buffer's release fences before the frame is dropped.
+    pub fence_timeout: Duration,
+    /// What [`Publisher::loan`] does when every buffer is out.
+    pub when_full: WhenFull,
+}
+
+impl Default for PublisherOptions {
+    fn default() -> Self {
+        PublisherOptions {
+            name: "frameshare".into(),
+            pattern: None,
+            access: AccessPolicy::default(),
+            stall_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            fence_timeout: Duration::from_secs(2),
+            when_full: WhenFull::Wait,
+        }
+    }
+}
+
+/// Counters of a publisher.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Frames published.
+    pub published: u64,
+    /// Frames skipped at the source: no free buffer under [`WhenFull::Drop`], or a release
+    /// fence that did not signal in time.
+    pub dropped: u64,
+    /// Release fences that did not signal in time.
+    pub fence_timeouts: u64,
+    /// Consumers that joined.
+    pub joined: u64,
+    /// Consumers that left or died.
+    pub left: u64,
+    /// Consumers evicted for stalling.
+    pub evicted: u64,
+    /// Peers refused (credentials, a protocol version or buffers they cannot take).
+    pub refused: u64,
+}
+
+/// A consumer, as its Hello and its socket's credentials describe it.
+#[derive(Debug, Clone)]
+pub struct ConsumerInfo {
+    /// The peer's process (kernel-recorded credentials).
+    pub credentials: Credentials,
+    /// What it said of itself.
+    pub hello: Hello,
+}
+
+/// Errors of the publisher.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The stream name or its socket.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A channel failed outside any one consumer's session.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// A buffer could not be mapped or accessed.
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    /// Waiting for events failed.
+    #[error("epoll failed")]
+    Poll(#[source] Errno),
+    /// The [`Waker`] was used: the caller asked to stop waiting.
+    #[error("interrupted")]
+    Interrupted,
+    /// No such buffer in the pool.
+    #[error("buffer {0} is not in the pool")]
+    UnknownBuffer(u32),
+    /// The buffer is still out.
+    #[error("buffer {0} is still held by a consumer")]
+    Busy(u32),
+    /// More buffers than the protocol's ids.
+    #[error("at most {} buffers", wire::MAX_BUFFERS)]
+    TooManyBuffers,
+    /// An acquire fence failed.
+    #[error("acquire fence")]
+    Fence(#[source] FenceError),
+    /// No consumer can come any more (no listening socket, and the one connection died).
+    #[error("no consumer: {0}")]
+    NoConsumer(String),
+}
+
+/// The producer end of a stream. See the [module docs](self).
+pub struct Publisher {
+    endpoint: Option<Endpoint>,
+    stream: Option<StreamName>,
+    opts: PublisherOptions,
+    poller: Poller,
+    wake: WakePipe,
+    sessions: BTreeMap<u64, Session>,
+    next_token: u64,
+    pool: Pool,
+    stats: PublisherStats,
+    last_seq: Option<u64>,
+    recent: VecDeque<Instant>,
+    /// The memory kind of the current buffers (consumers must take it).
+    kind: Option<crate::buffer::BufferKind>,
+}
+
+impl Publisher {
+    /// A publisher with no socket: consumers come through [`Publisher::add_connection`].
+    pub fn new(opts: PublisherOptions) -> Result<Publisher, PublishError> {
+        let poller = Poller::new().map_err(PublishError::Poll)?;
+        let wake = WakePipe::new().map_err(PublishError::Poll)?;
+        poller
+            .add(wake.as_fd(), TOKEN_WAKE, false)
+            .map_err(PublishError::Poll)?;
+        Ok(Publisher {
+            endpoint: None,
+            stream: None,
+            opts,
+            poller,
+            wake,
+            sessions: BTreeMap::new(),
+            next_token: 2,
+            pool: Pool::default(),
+            stats: PublisherStats::default(),
+            last_seq: None,
+            recent: VecDeque::new(),
+            kind: None,
+        })
+    }
+
+    /// Publishes the stream `name` (its socket in [`name::runtime_dir`]).
+    pub fn bind(name: &StreamName, opts: PublisherOptions) -> Result<Publisher, PublishError> {
+        let endpoint = name::bind_name(name, &opts.access)?;
+        let mut p = Publisher::new(opts)?;
+        p.listen_on(endpoint)?;
+        p.stream = Some(name.clone());
+        Ok(p)
+    }
+
+    /// Listens at a bare socket path (a stale socket there is replaced).
+    pub fn listen(path: &Path, opts: PublisherOptions) -> Result<Publisher, PublishError> {
+        let endpoint = name::bind_path(path, &opts.access)?;
+        let mut p = Publisher::new(opts)?;
+        p.listen_on(endpoint)?;
+        Ok(p)
+    }
+
+    fn listen_on(&mut self, endpoint: Endpoint) -> Result<(), PublishError> {
+        self.poller
+            .add(endpoint.listener.as_fd(), TOKEN_LISTENER, false)
+            .map_err(PublishError::Poll)?;
+        self.endpoint = Some(endpoint);
+        Ok(())
+    }
+
+    /// The socket path consumers connect to, if listening.
+    pub fn socket_path(&self) -> Option<&Path> {
+        self.endpoint.as_ref().map(|e| e.listener.path())
+    }
+
+    /// Serves a connection made elsewhere (the consumer end of a socketpair given to a child
+    /// process). A `trusted` peer (our own child) has no deadline for its Hello: it sets its
+    /// sink up first, however long that takes; its death still ends the wait at once.
+    pub fn add_connection(&mut self, chan: Channel, trusted: bool) -> Result<(), PublishError> {
+        let deadline = (!trusted).then(|| Instant::now() + self.opts.handshake_timeout);
+        self.open_session(chan, deadline);
+        Ok(())
+    }
+
+    /// A handle that ends any wait of this publisher from another thread or a signal handler
+    /// ([`PublishError::Interrupted`]).
+    pub fn waker(&self) -> Waker {
+        self.wake.waker()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &PublisherStats {
+        &self.stats
+    }
+
+    /// The consumers taking frames now.
+    pub fn consumers(&self) -> Vec<ConsumerInfo> {
+        self.live()
+            .map(|s| ConsumerInfo {
+                credentials: s.peer,
+                hello: s.hello.clone(),
+            })
+            .collect()
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values().filter(|s| s.is_live())
+    }
+
+    /// Buffers in the pool.
+    pub fn buffer_count(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Buffer `id` of the pool.
+    pub fn buffer(&self, id: u32) -> Option<&Buffer> {
+        self.pool.get(id).map(|s| &s.buffer)
+    }
+
+    /// Sets the pool: the buffers there were retire (each consumer is told `RemoveBuffer` once
+    /// it gave its frames back; a format or size change) and these join, announced to every
+    /// consumer; consumers that cannot take them are ended with a `Bye` saying why. Returns
+    /// the new buffers' ids.
+    pub fn set_buffers(&mut self, buffers: Vec<Buffer>) -> Result<Vec<u32>, PublishError> {
+        let old = self.pool.current_ids();
+        for &id in &old {
+            if let Some(s) = self.pool.get_mut(id) {
+                s.retiring = true;
+            }
+        }
+        // Mailbox frames of retiring buffers will never be shown: drop them now.
+        let mut unheld = Vec::new();
+        for s in self.sessions.values_mut() {
+            if s.mailbox
+                .as_ref()
+                .is_some_and(|m| old.contains(&m.frame.id))
+            {
+                let m = s.mailbox.take().expect("checked");
+                s.stats.dropped += 1;
+                unheld.push(m.frame.id);
+            }
+        }
+        for id in unheld {
+            self.pool.unhold(id);
+        }
+        for id in old {
+            self.settle_retiring(id);
+        }
+        self.kind = buffers.first().map(|b| b.kind());
+        let mut ids = Vec::with_capacity(buffers.len());
+        for b in buffers {
+            ids.push(self.pool.insert(b).ok_or(PublishError::TooManyBuffers)?);
+        }
+        let tokens: Vec<u64> = self.live().map(|s| s.token).collect();
+        for t in tokens {
+            self.announce(t, &ids);
+        }
+        Ok(ids)
+    }
+
+    /// Takes a free buffer for the next frame. `Ok(None)`: the frame is dropped (counted) —
+    /// no buffer came free under [`WhenFull::Drop`], or release fences did not signal. Under
+    /// [`WhenFull::Wait`] this serves consumers until one gives a buffer back.
+    pub fn loan(&mut self) -> Result<Option<Loan<'_>>, PublishError> {
+        self.dispatch(Some(Duration::ZERO))?;
+        let mut fenced = Vec::new();
+        loop {
+            match self.pool.next_free(&fenced) {
+                Some(id) => match self.wait_release_fences(id) {
+                    Ok(()) => {
+                        let slot = self
+                            .pool
+                            .get_mut(id)
+                            .ok_or(PublishError::UnknownBuffer(id))?;
+                        slot.state = SlotState::Loaned;
+                        slot.returned = false;
+                        return Ok(Some(Loan {
+                            publisher: self,
+                            id,
+                            meta: FrameMeta::default(),
+                            acquire: None,
+                            sent: false,
+                        }));
+                    }
+                    Err(()) => fenced.push(id),
+                },
+                None if !fenced.is_empty() => {
+                    // Buffers whose consumers may still be reading: never written now.
+                    self.stats.dropped += 1;
+                    return Ok(None);
+                }
+                None if self.opts.when_full == WhenFull::Drop || self.pool.len() == 0 => {
+                    self.stats.dropped += 1;
+                    return Ok(None);
+                }
+                None => {
+                    self.dispatch(None)?;
+                }
+            }
+        }
+    }
+
+    /// Waits for the release fences of slot `id`; `Err` if one did not signal in time (the
+    /// fences stay, the slot is tried again later).
+    fn wait_release_fences(&mut self, id: u32) -> Result<(), ()> {
+        let timeout = self.opts.fence_timeout;
+        let Some(slot) = self.pool.get_mut(id) else {
+            return Err(());
+        };
+        while let Some(f) = slot.fences.last() {
+            match f.wait(timeout) {
+                Ok(()) => {}
+                Err(e @ FenceError::Timeout(_)) => {
+                    log::warn!("buffer {id}: release fence: {e}; frame dropped, buffer kept back");
+                    self.stats.fence_timeouts += 1;
+                    return Err(());
+                }
+                // Signalled with an error, or unreadable: the reader is done either way.
+                Err(e) => log::warn!("buffer {id}: release fence: {e}; reusing the buffer"),
+            }
+            slot.fences.pop();
+        }
+        Ok(())
+    }
+
+    /// Sends buffer `id`, filled by the caller's source (a camera's own buffer), as frame
+    /// `seq`. The buffer must not be out. For buffers filled on the CPU use [`Publisher::loan`].
+    pub fn publish(
+        &mut self,
+        id: u32,
+        seq: u64,
+        meta: FrameMeta,
+        acquire: Option<SyncFile>,
+    ) -> Result<(), PublishError> {
+        let slot = self.pool.get(id).ok_or(PublishError::UnknownBuffer(id))?;
+        if !matches!(slot.state, SlotState::Free | SlotState::Loaned) || slot.retiring {
+            return Err(PublishError::Busy(id));
+        }
+        self.send_frame(id, seq, meta, acquire)
+    }
+
+    /// Buffers that came back from every consumer since the last call, for a source that
+    /// returns them to a device (a camera requeues them). Their release fences were waited for.
+    pub fn take_released(&mut self) -> Vec<u32> {
+        let ids = self.pool.take_returned();
+        ids.into_iter()
+            .filter(|&id| self.wait_release_fences(id).is_ok())
+            .collect()
+    }
+
+    fn send_frame(
+        &mut self,
+        id: u32,
+        seq: u64,
+        meta: FrameMeta,
+        acquire: Option<SyncFile>,
+    ) -> Result<(), PublishError> {
+        let frame = FrameMsg {
+            id,
+            seq,
+            timestamp_ns: meta.clock.now_ns(),
+            flags: 0,
+            meta,
+        };
+        let acquire = acquire.map(Arc::new);
+        if let Some(s) = self.pool.get_mut(id) {
+            s.state = SlotState::Out { holders: 0 };
+        }
+        // Consumers that take no fences get the frame once its fence signalled.
+        let mut cpu_waited = None;
+        let quota = (self.pool.len() as u32 / 2).max(1);
+        let now = Instant::now();
+        let mut ends = Vec::new();
+        let mut holds = 0u32;
+        for s in self.sessions.values_mut().filter(|s| s.is_live()) {
+            if s.announced & (1 << id) == 0 {
+                continue;
+            }
+            let busy = s.has_queue();
+            match s.policy() {
+                Policy::Wait => {}
+                Policy::Drop if !busy && s.held_count() < quota => {}
+                Policy::Drop => {
+                    s.stats.dropped += 1;
+                    continue;
+                }
+                Policy::Latest if !busy && s.held_count() == 0 && s.mailbox.is_none() => {}
+                Policy::Latest => {
+                    // Mailbox: this frame waits for the consumer's release, replacing (and
+                    // dropping) the one that waited.
+                    let pending = Pending {
+                        frame: frame.clone(),
+                        acquire: acquire.clone(),
+                    };
+                    if let Some(old) = s.mailbox.replace(pending) {
+                        s.stats.dropped += 1;
+                        ends.push((s.token, None, Some(old.frame.id)));
+                    }
+                    holds += 1;
+                    continue;
+                }
+            }
+            if !s.takes_fences() {
+                if let Some(f) = &acquire {
+                    let ok =
+                        *cpu_waited.get_or_insert_with(|| f.wait(self.opts.fence_timeout).is_ok());
+                    if !ok {
+                        s.stats.dropped += 1;
+                        continue;
+                    }
+                }
+            }
+            match deliver_frame(s, &frame, acquire.as_deref(), now) {
+                Ok(()) => holds += 1,
+                Err(e) => ends.push((s.token, Some(e), None)),
+            }
+        }
+        for _ in 0..holds {
+            self.pool.hold(id);
+        }
+        if holds == 0 {
+            if let Some(s) = self.pool.get_mut(id) {
+                s.state = SlotState::Free;
+                s.returned = true;
+            }
+        }
+        for (token, end, unhold) in ends {
+            if let Some(old) = unhold {
+                if self.pool.unhold(old) {
+                    self.settle_retiring(old);
+                }
+            }
+            if let Some(end) = end {
+                self.end_session(token, end);
+            }
+        }
+        self.stats.published += 1;
+        self.last_seq = Some(seq);
+        self.recent.push_back(now);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(2))
+        {
+            self.recent.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Serves consumers: new connections, Hellos, releases, evictions, until something
+    /// happened or `timeout` passed (`None`: until something happened). True if something did.
+    pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<bool, PublishError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let stall = self.opts.stall_timeout;
+        let housekeeping = self
+            .sessions
+            .values()
+            .filter_map(|s| s.deadline(stall))
+            .min();
+        let wait_until = match (deadline, housekeeping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let ready = self.poller.wait(wait_until).map_err(PublishError::Poll)?;
+        let mut progress = !ready.is_empty();
+        for r in ready {
+            match r.token {
+                TOKEN_LISTENER => self.accept_all()?,
+                TOKEN_WAKE => {
+                    if self.wake.drain() {
+                        return Err(PublishError::Interrupted);
+                    }
+                }
+                token => self.service(token, r),
+            }
+        }
+        let now = Instant::now();
+        let overdue: Vec<(u64, End)> = self
+            .sessions
+            .values()
+            .filter_map(|s| Some((s.token, s.overdue(now, stall)?)))
+            .collect();
+        for (token, end) in overdue {
+            progress = true;
+            self.end_session(token, end);
+        }
+        Ok(progress)
+    }
+
+    /// Serves consumers until at least `n` take frames; `false` if `timeout` passed first.
+    pub fn wait_for_consumers(
+        &mut self,
+        n: usize,
+        timeout: Option<Duration>,
+    ) -> Result<bool, PublishError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        while self.live().count() < n {
+            if self.endpoint.is_none() && self.sessions.is_empty() {
+                return Err(PublishError::NoConsumer(
+                    "the consumer's connection closed before it said Hello".into(),
+                ));
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(false);
+            }
+            self.dispatch(left)?;
+        }
+        Ok(true)
+    }
+
+    /// Serves consumers until none holds a frame; `false` if `timeout` passed first.
+    pub fn drain(&mut self, timeout: Duration) -> Result<bool, PublishError> {
+        let deadline = Instant::now() + timeout;
+        while self
+            .sessions
+            .values()
+            .any(|s| s.held_count() > 0 || s.mailbox.is_some())
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            self.dispatch(Some(left))?;
+        }
+        Ok(true)
+    }
+
+    /// The stream as a monitor sees it.
+    pub fn status(&self) -> StreamStatus {
+        let layout = self
+            .pool
+            .current_ids()
+            .first()
+            .and_then(|&id| self.pool.get(id))
+            .map(|s| s.buffer.layout().clone());
+        let fps_milli = match (self.recent.front(), self.recent.back()) {
+            (Some(a), Some(b)) if self.recent.len() > 1 && b > a => {
+                ((self.recent.len() - 1) as f64 * 1000.0 / b.duration_since(*a).as_secs_f64())
+                    as u64
+            }
+            _ => 0,
+        };
+        StreamStatus {
+            stream: self
+                .stream
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            source: self.source_label(),
+            format: layout
+                .as_ref()
+                .map(|l| l.fourcc().to_string())
+                .unwrap_or_default(),
+            width: layout.as_ref().map_or(0, |l| l.width()),
+            height: layout.as_ref().map_or(0, |l| l.height()),
+            memory: self.kind.map(|k| k.name().to_owned()).unwrap_or_default(),
+            buffers: self.pool.len() as u32,
+            frames: self.stats.published,
+            fps_milli,
+            consumer_count: self.live().count() as u32,
+            consumers: self
+                .live()
+                .map(|s| ConsumerStatus {
+                    pid: s.peer.pid,
+                    uid: s.peer.uid,
+                    name: s.hello.name.clone(),
+                    policy: s.policy(),
+                    delivered: s.stats.delivered,
+                    dropped: s.stats.dropped,
+                    held: s.held_count(),
+                })
+                .collect(),
+        }
+    }
+
+    fn source_label(&self) -> String {
+        match &self.opts.pattern {
+            Some(p) => format!("{}:{p}", self.opts.name),
+            None => self.opts.name.clone(),
+        }
+    }
+
+    /// Ends the stream: tells consumers no frame follows (`EndOfStream`, so a display gives
+    /// back the frame it shows), waits until every consumer gave its frames back (a stalled
+    /// one is evicted after the stall timeout), says `Bye` ("stream ended") and removes the
+    /// socket.
+    pub fn finish(mut self) -> Result<PublisherStats, PublishError> {
+        if let Some(last_seq) = self.last_seq {
+            let tokens: Vec<u64> = self.live().map(|s| s.token).collect();
+            for t in tokens {
+                let Some(s) = self.sessions.get_mut(&t) else {
+                    continue;
+                };
+                if s.hello.features & wire::FEATURE_END_OF_STREAM == 0 {
+                    continue;
+                }
+                if let Err(e) = s.send(&Message::EndOfStream { last_seq }, &[]) {
+                    self.end_session(t, e);
+                }
+            }
+        }
+        while self
+            .sessions
+            .values()
+            .any(|s| s.held_count() > 0 || s.has_queue())
+        {
+            match self.dispatch(None) {
+                Ok(_) => {}
+                Err(PublishError::Interrupted) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let tokens: Vec<u64> = self.sessions.keys().copied().collect();
+        for t in tokens {
+            self.end_session(t, End::new(ByeCode::Done, "stream ended"));
+        }
+        Ok(self.stats.clone())
+    }
+
+    /// Ends the stream because the producer failed: every consumer is told why (a `Bye`).
+    pub fn abort(mut self, reason: &str) {
+        let tokens: Vec<u64> = self.sessions.keys().copied().collect();
+        for t in tokens {
+            self.end_session(t, End::new(ByeCode::Internal, reason).silent());
+        }
+    }
+
+    fn accept_all(&mut self) -> Result<(), PublishError> {
+        loop {
+            let Some(endpoint) = &self.endpoint else {
+                return Ok(());
+            };
+            let Some(chan) = endpoint.listener.try_accept()? else {
+                return Ok(());
+            };
+            let deadline = Instant::now() + self.opts.handshake_timeout;
+            self.open_session(chan, Some(deadline));
+        }
+    }
+
+    fn open_session(&mut self, mut chan: Channel, deadline: Option<Instant>) {
+        let creds = match chan.peer_credentials() {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("a new connection: {e}; closed");
+                return;
+            }
+        };
+        if let Err(why) = self.opts.access.check(&creds) {
+            log::warn!("refused: {why}");
+            self.stats.refused += 1;
+            let _ = chan.try_send(
+                &Message::Bye {
+                    code: ByeCode::Refused,
+                    reason: why,
+                },
+                &[],
+            );
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        if let Err(e) = self.poller.add(chan.as_fd(), token, false) {
+            log::warn!("pid {}: watching its socket failed: {e}; closed", creds.pid);
+            return;
+        }
+        let hello = Message::Hello(Hello {
+            role: Role::Producer,
+            features: wire::FEATURE_FENCES,
+            kinds: self
+                .kind
+                .map(|k| [k].into_iter().collect())
+                .unwrap_or_default(),
+            formats: Vec::new(),
+            name: self.opts.name.clone(),
+            stream: self.stream.as_ref().map(|s| s.to_string()),
+            pattern: self.opts.pattern.clone(),
+            policy: None,
+        });
+        let mut s = Session::new(token, chan, creds, Phase::AwaitHello { deadline });
+        let sent = s.send(&hello, &[]);
+        self.sessions.insert(token, s);
+        if let Err(e) = sent {
+            self.end_session(token, e);
+        }
+    }
+
+    /// Handles what session `token`'s socket has for us.
+    fn service(&mut self, token: u64, ready: Ready) {
+        if ready.writable {
+            let Some(s) = self.sessions.get_mut(&token) else {
+                return;
+            };
+            match s.flush() {
+                Ok(empty) => {
+                    if empty {
+                        let _ = self.poller.modify(s.chan.as_fd(), token, false);
+                    }
+                }
+                Err(e) => return self.end_session(token, e),
+            }
+        }
+        if ready.readable || ready.hangup {
+            loop {
+                let Some(s) = self.sessions.get_mut(&token) else {
+                    return;
+                };
+                let got = s.chan.try_recv();
+                match got {
+                    Ok(Some((msg, fds))) => {
+                        if let Err(e) = self.handle(token, msg, fds) {
+                            return self.end_session(token, e);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(ChannelError::Wire(wire::WireError::Version(v))) => {
+                        // Answer in the peer's own encoding, so it can read why.
+                        let mut b = Vec::new();
+                        let why = format!(
+                            "this producer speaks frameshare protocol version {}, the consumer {v}",
+                            wire::VERSION
+                        );
+                        Message::encode_bye_for_version(v, ByeCode::Version, &why, &mut b);
+                        let _ = s.chan.send_raw(&b, &[]);
+                        self.stats.refused += 1;
+                        return self.end_session(token, End::new(ByeCode::Version, why).silent());
+                    }
+                    Err(e) => return self.end_session(token, e.into()),
+                }
+            }
+        }
+        // Anything new to send (a mailbox frame) that did not fit waits for POLLOUT.
+        if let Some(s) = self.sessions.get(&token) {
+            if s.has_queue() {
+                let _ = self.poller.modify(s.chan.as_fd(), token, true);
+            }
+        }
+    }
+
+    fn handle(
+        &mut self,
+        token: u64,
+        msg: Message,
+        mut fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<(), End> {
+        let s = self
+            .sessions
+            .get_mut(&token)
+            .ok_or_else(|| End::new(ByeCode::Internal, "no such session"))?;
+        match (&s.phase, msg) {
+            (Phase::AwaitHello { .. }, Message::Hello(h)) => match h.role {
+                Role::Monitor => {
+                    let status = self.status();
+                    let s = self.sessions.get_mut(&token).expect("looked up above");
+                    s.send(&Message::Status(status), &[])?;
+                    Err(End::new(ByeCode::Done, "status sent").silent())
+                }
+                Role::Consumer => self.join(token, h),
+                Role::Producer => Err(End::new(
+                    ByeCode::Protocol,
+                    "a producer connected to a producer",
+                )),
+            },
+            (Phase::AwaitHello { .. }, m) => Err(End::new(
+                ByeCode::Protocol,
+                format!("expected Hello, got {}", m.name()),
+            )),
+            (Phase::Live, Message::Release { id, seq, flags }) => {
+                let fence = if flags & wire::FLAG_FENCE != 0 {
+                    Some(SyncFile::try_from_fd(fds.remove(0)).map_err(|e| {
+                        End::new(
+                            ByeCode::Protocol,
+                            format!("Release of buffer {id} (frame {seq}): release fence: {e}"),
+                        )
+                    })?)
+                } else {
+                    None
+                };
+                self.release(token, id, seq, fence)
+            }
+            (Phase::Live, Message::Bye { code, reason }) => {
+                let mut end = End::new(ByeCode::Done, format!("it left: {reason} ({code})"));
+                end.peer_said_bye = true;
+                Err(end)
+            }
+            (_, m) => Err(End::new(
+                ByeCode::Protocol,
+                format!("unexpected {} from a consumer", m.name()),
+            )),
+        }
+    }
+
+    /// A consumer said Hello: check it can take our buffers, tell it about them.
+    fn join(&mut self, token: u64, hello: Hello) -> Result<(), End> {
+        if let Some(kind) = self.kind {
+            if !hello.kinds.contains(kind) {
+                self.stats.refused += 1;
+                return Err(End::new(
+                    ByeCode::Refused,
+                    format!("the stream's buffers are {kind}, which the consumer cannot import"),
+                ));
+            }
+        }
+        if let Some(why) = self.format_refusal(&hello) {
+            self.stats.refused += 1;
+            return Err(End::new(ByeCode::Refused, why));
+        }
+        let s = self.sessions.get_mut(&token).expect("caller looked it up");
+        s.hello = hello;
+        s.phase = Phase::Live;
+        log::info!(
+            "{} joined{} ({} policy)",
+            s.label(),
+            self.stream
+                .as_ref()
+                .map(|n| format!(" stream {n}"))
+                .unwrap_or_default(),
+            s.policy()
+        );
+        self.stats.joined += 1;
+        let ids = self.pool.current_ids();
+        self.announce(token, &ids);
+        Ok(())
+    }
+
+    /// Why a consumer with this Hello cannot take the current buffers' format, if it cannot.
+    fn format_refusal(&self, hello: &Hello) -> Option<String> {
+        if hello.formats.is_empty() {
+            return None;
+        }
+        let id = *self.pool.current_ids().first()?;
+        let l = self.pool.get(id)?.buffer.layout();
+        let ok = hello
+            .formats
+            .iter()
+            .any(|f| f.fourcc == l.fourcc() && f.modifier == l.modifier());
+        (!ok).then(|| {
+            format!(
+                "the stream is {} (modifier {}), which the consumer does not list",
+                l.fourcc(),
+                l.modifier()
+            )
+        })
+    }
+
+    /// Sends `AddBuffer` for `ids` to session `token` (ending it if that fails).
+    fn announce(&mut self, token: u64, ids: &[u32]) {
+        if let Some(s) = self.sessions.get(&token) {
+            let refusal = self.kind.filter(|k| !s.hello.kinds.contains(*k)).map(|k| {
+                format!("the stream's buffers are now {k}, which the consumer cannot import")
+            });
+            if let Some(why) = refusal.or_else(|| self.format_refusal(&s.hello)) {
+                self.stats.refused += 1;
+                return self.end_session(token, End::new(ByeCode::Refused, why));
+            }
+        }
+        for &id in ids {
+            let Some(slot) = self.pool.get(id) else {
+                continue;
+            };
+            let msg = Message::AddBuffer {
+                id,
+                kind: slot.buffer.kind(),
+                layout: slot.buffer.layout().clone(),
+                sysv_id: slot.buffer.sysv_id(),
+            };
+            let fds = slot.buffer.fds();
+            let Some(s) = self.sessions.get_mut(&token) else {
+                return;
+            };
+            if let Err(e) = s.send(&msg, &fds) {
+                return self.end_session(token, e);
+            }
+            s.announced |= 1 << id;
+        }
+    }
+
+    fn release(
+        &mut self,
+        token: u64,
+        id: u32,
+        seq: u64,
+        fence: Option<SyncFile>,
+    ) -> Result<(), End> {
+        let s = self.sessions.get_mut(&token).expect("caller looked it up");
+        match s.held.get(id as usize).copied().flatten() {
+            Some(h) if h.seq == seq => {}
+            Some(h) => {
+                return Err(End::new(
+                    ByeCode::Protocol,
+                    format!(
+                        "Release of buffer {id} for frame {seq}, but it holds frame {}",
+                        h.seq
+                    ),
+                ))
+            }
+            None => {
+                return Err(End::new(
+                    ByeCode::Protocol,
+                    format!(
+                    "Release of buffer {id} (frame {seq}), which it does not hold: double release"
+                ),
+                ))
+            }
+        }
+        s.held[id as usize] = None;
+        if let Some(f) = fence {
+            if let Some(slot) = self.pool.get_mut(id) {
+                slot.fences.push(f);
+            }
+        }
+        // A `latest` consumer that gave its frame back gets the one waiting in its mailbox.
+        let s = self.sessions.get_mut(&token).expect("still there");
+        if let Some(p) = s.mailbox.take() {
+            deliver_frame(s, &p.frame, p.acquire.as_deref(), Instant::now())?;
+        }
+        // A retiring buffer goes (or is removed from this consumer) now that it is back.
+        self.pool.unhold(id);
+        self.settle_retiring(id);
+        Ok(())
+    }
+
+    /// For a retiring buffer: tells each consumer that no longer holds it `RemoveBuffer`, and
+    /// drops it from the pool once no one holds it.
+    fn settle_retiring(&mut self, id: u32) {
+        let Some(slot) = self.pool.get(id) else {
+            return;
+        };
+        if !slot.retiring {
+            return;
+        }
+        let mut ends = Vec::new();
+        for s in self.sessions.values_mut() {
+            let holds = s.held[id as usize].is_some()
+                || s.mailbox.as_ref().is_some_and(|m| m.frame.id == id);
+            if s.announced & (1 << id) != 0 && !holds {
+                s.announced &= !(1 << id);
+                if let Err(e) = s.send(&Message::RemoveBuffer { id }, &[]) {
+                    ends.push((s.token, e));
+                }
+            }
+        }
+        if self
+            .pool
+            .get(id)
+            .is_some_and(|s| s.state == SlotState::Free)
+        {
+            self.pool.remove(id);
+        }
+        for (t, e) in ends {
+            self.end_session(t, e);
+        }
+    }
+
+    /// Ends session `token`: tells it why (best effort), forgets it, and gives back what it
+    /// held, so the other consumers and the pool go on.
+    fn end_session(&mut self, token: u64, end: End) {
+        let Some(mut s) = self.sessions.remove(&token) else {
+            return;
+        };
+        self.poller.remove(s.chan.as_fd());
+        let peer_gone = matches!(end.error, Some(ChannelError::PeerClosed));
+        if !peer_gone && !end.peer_said_bye {
+            let _ = s.chan.try_send(
+                &Message::Bye {
+                    code: end.code,
+                    reason: end.reason.clone(),
+                },
+                &[],
+            );
+        }
+        let was_live = s.is_live();
+        if was_live {
+            match end.code {
+                ByeCode::Evicted => {
+                    self.stats.evicted += 1;
+                    log::warn!("{} evicted: {}", s.label(), end.reason);
+                }
+                ByeCode::Done => {
+                    self.stats.left += 1;
+                    log::info!("{} left: {}", s.label(), end.reason);
+                }
+                _ if end.silent => {}
+                _ => {
+                    self.stats.left += 1;
+                    log::warn!("{}: session ended: {}", s.label(), end.reason);
+                }
+            }
+        } else if !end.silent && !peer_gone {
+            log::warn!("{}: {}", s.label(), end.reason);
+        }
+        let mut freed: Vec<u32> = s
+            .held
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.is_some())
+            .map(|(i, _)| i as u32)
+            .collect();
+        if let Some(m) = s.mailbox.take() {
+            freed.push(m.frame.id);
+        }
+        for id in freed {
+            self.pool.unhold(id);
+            self.settle_retiring(id);
+        }
+    }
+}
+
+impl AsFd for Publisher {
+    /// Readable when [`Publisher::dispatch`] has work (an epoll fd: for GLib, tokio, calloop).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poller.as_fd()
+    }
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("stream", &self.stream)
+            .field("consumers", &self.sessions.len())
+            .field("buffers", &self.pool.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Sends `frame` to session `s` and records the hold.
+fn deliver_frame(
+    s: &mut Session,
+    frame: &FrameMsg,
+    acquire: Option<&SyncFile>,
+    now: Instant,
+) -> Result<(), End> {
+    let mut msg = frame.clone();
+    let fence = acquire.filter(|_| s.takes_fences());
+    if fence.is_some() {
+        msg.flags |= wire::FLAG_FENCE;
+    }
+    let fds: Vec<BorrowedFd<'_>> = fence.iter().map(|f| f.as_fd()).collect();
+    s.send(&Message::Frame(msg), &fds)?;
+    s.held[frame.id as usize] = Some(Held {
+        seq: frame.seq,
+        since: now,
+    });
+    s.stats.delivered += 1;
+    Ok(())
+}
+
+/// A buffer lent to the application to fill; [`Loan::publish`] sends it, dropping it gives it
+/// back unsent.
+pub struct Loan<'a> {
+    publisher: &'a mut Publisher,
+    id: u32,
+    meta: FrameMeta,
+    acquire: Option<SyncFile>,
+    sent: bool,
+}
+
+impl Loan<'_> {
+    /// The buffer's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The buffer.
+    pub fn buffer(&self) -> &Buffer {
+        &self
+            .publisher
+            .pool
+            .get(self.id)
+            .expect("loaned slots stay")
+            .buffer
+    }
+
+    /// CPU write access to the buffer's pixels (mapped on first use).
+    pub fn write(&mut self) -> Result<CpuAccess<'_>, PublishError> {
+        let m = self
+            .publisher
+            .pool
+            .mapping(self.id)
+            .ok_or(PublishError::UnknownBuffer(self.id))??;
+        Ok(m.access(Access::Write)?)
+    }
+
+    /// The frame's metadata, to fill before publishing.
+    pub fn meta_mut(&mut self) -> &mut FrameMeta {
+        &mut self.meta
+    }
+
+    /// An acquire fence consumers wait on before reading (the pixels are written by a device
+    /// after `publish` returns).
+    pub fn set_acquire_fence(&mut self, fence: SyncFile) {
+        self.acquire = Some(fence);
+    }
+
+    /// Sends the buffer as frame `seq` to every consumer, as their policies say.
+    pub fn publish(mut self, seq: u64) -> Result<(), PublishError> {
+        self.sent = true;
+        let meta = std::mem::take(&mut self.meta);
+        let acquire = self.acquire.take();
+        self.publisher.send_frame(self.id, seq, meta, acquire)
+    }
+}
+
+impl Loan<'_> {
+    /// Sends the buffer as frame `seq` with the acquire fence `fence` *before* its pixels are
+    /// written, then lets `write` write them: the order of a device that fills a buffer after
+    /// it was queued (the consumers wait on `fence`, which the caller signals after this
+    /// returns). A test aid for fence handling, and the shape of a GPU producer.
+    pub fn publish_then_write<R>(
+        mut self,
+        seq: u64,
+        fence: SyncFile,
+        write: impl FnOnce(&mut CpuAccess<'_>) -> R,
+    ) -> Result<R, PublishError> {
+        self.sent = true;
+        let meta = std::mem::take(&mut self.meta);
+        let id = self.id;
+        self.publisher.send_frame(id, seq, meta, Some(fence))?;
+        let m = self
+            .publisher
+            .pool
+            .mapping(id)
+            .ok_or(PublishError::UnknownBuffer(id))??;
+        let mut access = m.access(Access::Write)?;
+        Ok(write(&mut access))
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            if let Some(s) = self.publisher.pool.get_mut(self.id) {
+                s.state = SlotState::Free;
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! One consumer's session, as the publisher keeps it: the handshake state, what it said of
+//! itself, the buffers it has been told about and the frames it holds (with since when), its
+//! policy's mailbox, a queue of messages its socket could not take yet, and its counters. The
+//! session never blocks the publisher: every send is non-blocking, and what does not fit waits
+//! in the queue (a consumer whose queue does not drain is evicted like one that holds frames
+//! too long).
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bus::socket::{Channel, ChannelError, Credentials};
+use crate::bus::wire::{self, ByeCode, FrameMsg, Hello, Message, Policy, MAX_BUFFERS};
+use crate::sync::SyncFile;
+
+/// Most messages a session queues before it counts as not reading.
+const MAX_QUEUED: usize = 256;
+
+/// Where the handshake is.
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// Connected; our Hello sent; waiting for theirs until `deadline` (`None`: a trusted peer,
+    /// our own child, which sets its sink up before it answers).
+    AwaitHello { deadline: Option<Instant> },
+    /// A consumer taking frames.
+    Live,
+}
+
+/// A frame the consumer holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    pub(super) seq: u64,
+    pub(super) since: Instant,
+}
+
+/// A frame waiting in a `latest` consumer's mailbox (its slot is reserved for it).
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) frame: FrameMsg,
+    pub(super) acquire: Option<Arc<SyncFile>>,
+}
+
+/// A message the socket could not take yet, with its own copies of the fds.
+#[derive(Debug)]
+struct Queued {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// Counters of one consumer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct SessionStats {
+    pub(super) delivered: u64,
+    pub(super) dropped: u64,
+}
+
+/// One consumer (or a monitor, or a peer still saying Hello).
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) token: u64,
+    pub(super) chan: Channel,
+    pub(super) peer: Credentials,
+    pub(super) phase: Phase,
+    pub(super) hello: Hello,
+    /// Bit per buffer id the consumer was told about (AddBuffer sent, RemoveBuffer not yet).
+    pub(super) announced: u64,
+    pub(super) held: [Option<Held>; MAX_BUFFERS as usize],
+    pub(super) mailbox: Option<Pending>,
+    queue: VecDeque<Queued>,
+    /// When the queue last went from empty to non-empty.
+    queued_since: Option<Instant>,
+    pub(super) stats: SessionStats,
+    scratch: Vec<u8>,
+}
+
+/// Why a session must end now.
+#[derive(Debug)]
+pub(super) struct End {
+    /// Told to the peer in a Bye (if it still listens).
+    pub(super) code: ByeCode,
+    pub(super) reason: String,
+    /// For the log: what went wrong on the channel, if that was it.
+    pub(super) error: Option<ChannelError>,
+    /// The peer ended it with its own Bye (no Bye back).
+    pub(super) peer_said_bye: bool,
+    /// Nothing worth a log line (a monitor served, a peer of another version answered).
+    pub(super) silent: bool,
+}
+
+impl End {
+    pub(super) fn new(code: ByeCode, reason: impl Into<String>) -> End {
+        End {
+            code,
+            reason: reason.into(),
+            error: None,
+            peer_said_bye: false,
+            silent: false,
+        }
+    }
+
+    pub(super) fn silent(mut self) -> End {
+        self.silent = true;
+        self
+    }
+}
+
+impl From<ChannelError> for End {
+    fn from(e: ChannelError) -> End {
+        let code = match e {
+            ChannelError::PeerClosed => ByeCode::Done,
+            ChannelError::Wire(_) | ChannelError::Truncated => ByeCode::Protocol,
+            _ => ByeCode::Internal,
+        };
+        End {
+            code,
+            reason: e.to_string(),
+            error: Some(e),
+            peer_said_bye: false,
+            silent: false,
+        }
+    }
+}
+
+impl Session {
+    pub(super) fn new(token: u64, chan: Channel, peer: Credentials, phase: Phase) -> Session {
+        Session {
+            token,
+            chan,
+            peer,
+            phase,
+            hello: Hello::default(),
+            announced: 0,
+            held: [None; MAX_BUFFERS as usize],
+            mailbox: None,
+            queue: VecDeque::new(),
+            queued_since: None,
+            stats: SessionStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(super) fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Live)
+    }
+
+    pub(super) fn policy(&self) -> Policy {
+        self.hello.policy.unwrap_or_default()
+    }
+
+    pub(super) fn takes_fences(&self) -> bool {
+        self.hello.features & wire::FEATURE_FENCES != 0
+    }
+
+    pub(super) fn held_count(&self) -> u32 {
+        self.held.iter().filter(|h| h.is_some()).count() as u32
+    }
+
+    pub(super) fn has_queue(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Sends `msg`, or queues it (with its own copies of the fds) if the socket is full.
+    pub(super) fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), End> {
+        if self.queue.is_empty() && self.chan.try_send(msg, fds)? {
+            return Ok(());
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            return Err(End::new(
+                ByeCode::Evicted,
+                format!("stopped reading: {MAX_QUEUED} messages queued"),
+            ));
+        }
+        let fds = fds
+            .iter()
+            .map(|f| f.try_clone_to_owned())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                End::new(
+                    ByeCode::Internal,
+                    format!("duplicating an fd to queue {}: {e}", msg.name()),
+                )
+            })?;
+        msg.encode(&mut self.scratch);
+        self.queue.push_back(Queued {
+            bytes: std::mem::take(&mut self.scratch),
+            fds,
+        });
+        self.queued_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Sends what is queued, as far as the socket takes it. True if the queue is now empty.
+    pub(super) fn flush(&mut self) -> Result<bool, End> {
+        while let Some(q) = self.queue.front() {
+            let fds: Vec<BorrowedFd<'_>> = q.fds.iter().map(|f| f.as_fd()).collect();
+            let sent = crate::bus::socket::send_datagram(
+                self.chan.as_fd(),
+                &q.bytes,
+                &fds,
+                rustix::net::SendFlags::DONTWAIT,
+            )?;
+            if !sent {
+                return Ok(false);
+            }
+            self.queue.pop_front();
+            // Progress: the stall clock restarts from the next full queue.
+            self.queued_since = if self.queue.is_empty() {
+                None
+            } else {
+                Some(Instant::now())
+            };
+        }
+        Ok(true)
+    }
+
+    /// The time by which this session must have made progress, if anything is pending.
+    pub(super) fn deadline(&self, stall: Duration) -> Option<Instant> {
+        let oldest_hold = self.held.iter().flatten().map(|h| h.since).min();
+        let handshake = match self.phase {
+            Phase::AwaitHello { deadline } => deadline,
+            Phase::Live => None,
+        };
+        [
+            oldest_hold.map(|t| t + stall),
+            self.queued_since.map(|t| t + stall),
+            handshake,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Why this session must be evicted at `now`, if it must.
+    pub(super) fn overdue(&self, now: Instant, stall: Duration) -> Option<End> {
+        if let Phase::AwaitHello {
+            deadline: Some(d), ..
+        } = self.phase
+        {
+            if now >= d {
+                return Some(End::new(ByeCode::Protocol, "no Hello in time"));
+            }
+        }
+        if let Some((id, h)) = self
+            .held
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| Some((i, (*h)?)))
+            .find(|(_, h)| now.duration_since(h.since) >= stall)
+        {
+            return Some(End::new(
+                ByeCode::Evicted,
+                format!(
+                    "stalled: held frame {} (buffer {id}) for more than {stall:?}",
+                    h.seq
+                ),
+            ));
+        }
+        if self
+            .queued_since
+            .is_some_and(|t| now.duration_since(t) >= stall)
+        {
+            return Some(End::new(
+                ByeCode::Evicted,
+                format!("stalled: read nothing for more than {stall:?}"),
+            ));
+        }
+        None
+    }
+
+    /// A name for logs: what it is and its pid.
+    pub(super) fn label(&self) -> String {
+        if self.hello.name.is_empty() {
+            format!("pid {}", self.peer.pid)
+        } else {
+            format!("{} (pid {})", self.hello.name, self.peer.pid)
+        }
+    }
+}

@@ -1,0 +1,868 @@
+//! The consumer end of a stream: a [`Subscriber`] connects by name (or socket path), checks
+//! the producer's credentials, says what it takes, checks and imports each announced buffer
+//! (fd type, size, layout — a bad one ends the session with a `Bye` naming the problem), and
+//! hands frames out as [`Frame`]s, each given back (`Release`) when dropped or explicitly with a
+//! release fence. With `reconnect`, a producer that dies is waited for and the stream resumes
+//! ([`SubscriberEvent::Restarting`], then [`SubscriberEvent::Connected`] again).
+//!
+//! ```no_run
+//! use frameshare::bus::{StreamName, Subscriber, SubscriberEvent, SubscriberOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut sub = Subscriber::connect(StreamName::new("cam0")?, SubscriberOptions::default())?;
+//! loop {
+//!     match sub.next(None)? {
+//!         SubscriberEvent::Frame(frame) => println!("frame {} in buffer {}", frame.seq, frame.id),
+//!         SubscriberEvent::Ended { reason, .. } => break println!("{reason}"),
+//!         _ => {}
+//!     }
+//! } // each frame went back to the producer when it was dropped
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+
+use super::access::AccessPolicy;
+use super::name::{NameError, StreamName};
+use super::poller::{Poller, WakePipe, Waker};
+use super::socket::{send_datagram, Channel, ChannelError, Credentials};
+use super::wire::{self, ByeCode, FrameMsg, Hello, Message, Policy, Role, MAX_BUFFERS};
+use crate::buffer::{Buffer, BufferError, BufferKind, KindSet};
+use crate::format::FormatModifier;
+use crate::meta::FrameMeta;
+use crate::sync::SyncFile;
+
+const TOKEN_WAKE: u64 = 0;
+const TOKEN_SOCKET: u64 = 1;
+
+/// Where the stream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A named stream (its socket in the runtime directory).
+    Stream(StreamName),
+    /// A bare socket path.
+    Path(PathBuf),
+}
+
+/// Subscriber settings: what this consumer is and takes, and how it behaves.
+#[derive(Debug, Clone)]
+pub struct SubscriberOptions {
+    /// What this consumer is (its sink: `verify`, `vulkan`, …), told to the producer.
+    pub name: String,
+    /// Whether it waits on acquire fences and may send release fences.
+    pub fences: bool,
+    /// The buffer kinds it can import.
+    pub kinds: KindSet,
+    /// The formats it can import, best first (empty: any).
+    pub formats: Vec<FormatModifier>,
+    /// Its policy when frames come faster than it gives them back.
+    pub policy: Policy,
+    /// Wait for a producer that went away and resume when it is back.
+    pub reconnect: bool,
+    /// How long to wait for the stream to appear when connecting (`None`: as long as it
+    /// takes). Only "not there yet" is waited out; any other failure ends at once.
+    pub connect_timeout: Option<Duration>,
+    /// Which producers are trusted (by their socket's credentials): this user and root unless
+    /// more are named.
+    pub access: AccessPolicy,
+    /// A producer that leaves our releases unread this long ends the session.
+    pub stall_timeout: Duration,
+}
+
+impl Default for SubscriberOptions {
+    fn default() -> Self {
+        SubscriberOptions {
+            name: "subscriber".into(),
+            fences: true,
+            kinds: KindSet::all(),
+            formats: Vec::new(),
+            policy: Policy::Wait,
+            reconnect: false,
+            connect_timeout: Some(Duration::from_secs(10)),
+            access: AccessPolicy::default(),
+            stall_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of the subscriber.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The stream name or its directory.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The channel failed.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The stream did not appear in time.
+    #[error("no producer at {where_} after {waited:?}")]
+    NotThere {
+        /// The socket.
+        where_: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The producer broke the protocol; it was told why (Bye).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A buffer the producer announced failed its checks.
+    #[error("AddBuffer {id} ({kind})")]
+    Buffer {
+        /// Buffer id.
+        id: u32,
+        /// Its kind.
+        kind: BufferKind,
+        /// What was wrong.
+        #[source]
+        source: BufferError,
+    },
+    /// The producer ended the session with an error, or refused us.
+    #[error("the producer ended the session ({code}): {reason}")]
+    Bye {
+        /// Why.
+        code: ByeCode,
+        /// Its words.
+        reason: String,
+    },
+    /// The producer's credentials are not trusted.
+    #[error("untrusted producer: {0}")]
+    Untrusted(String),
+    /// The stream has ended (after [`SubscriberEvent::Ended`]).
+    #[error("the stream has ended")]
+    Ended,
+    /// The [`Waker`] was used.
+    #[error("interrupted")]
+    Interrupted,
+    /// Waiting failed.
+    #[error("epoll failed")]
+    Poll(#[source] Errno),
+    /// Nothing happened within the timeout given to [`Subscriber::next`].
+    #[error("nothing from the producer within {0:?}")]
+    Timeout(Duration),
+    /// A frame was released twice or for the wrong sequence number (a local bug).
+    #[error("release of buffer {id} frame {seq}: that frame is not held")]
+    NotHeld {
+        /// Buffer id.
+        id: u32,
+        /// The frame.
+        seq: u64,
+    },
+}
+
+/// What happened on the stream.
+#[derive(Debug)]
+pub enum SubscriberEvent {
+    /// Connected to the producer (again, after [`SubscriberEvent::Restarting`]).
+    Connected {
+        /// What the producer said of itself.
+        producer: Hello,
+        /// Its process (kernel-recorded).
+        credentials: Credentials,
+    },
+    /// A buffer joined the pool (checked).
+    BufferAdded {
+        /// Its id.
+        id: u32,
+        /// The buffer.
+        buffer: Buffer,
+    },
+    /// A buffer left the pool (it was not held).
+    BufferRemoved {
+        /// Its id.
+        id: u32,
+    },
+    /// A frame.
+    Frame(Frame),
+    /// The producer sends no more frames: give back whatever is held.
+    EndOfStream {
+        /// The last frame's sequence number.
+        last_seq: u64,
+    },
+    /// The producer went away; with `reconnect` we wait for it (every buffer was removed
+    /// first, with [`SubscriberEvent::BufferRemoved`]).
+    Restarting {
+        /// What happened.
+        reason: String,
+    },
+    /// The stream ended (the producer said so). Nothing follows.
+    Ended {
+        /// Why.
+        code: ByeCode,
+        /// Its words.
+        reason: String,
+    },
+}
+
+/// What a [`Frame`] needs to give itself back, shared with the subscriber.
+#[derive(Debug)]
+struct Shared {
+    /// A second handle on the session's socket: releases go out from wherever frames are.
+    socket: OwnedFd,
+    held: Mutex<[Option<u64>; MAX_BUFFERS as usize]>,
+    /// Set when a release could not be sent: the session is over.
+    broken: Mutex<Option<String>>,
+    closed: AtomicBool,
+    stall: Duration,
+}
+
+impl Shared {
+    fn release(&self, id: u32, seq: u64, fence: Option<SyncFile>) -> Result<(), SubscribeError> {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            match held.get(id as usize).copied().flatten() {
+                Some(h) if h == seq => held[id as usize] = None,
+                _ => return Err(SubscribeError::NotHeld { id, seq }),
+            }
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(()); // that session is over: nothing to give back to
+        }
+        let flags = if fence.is_some() { wire::FLAG_FENCE } else { 0 };
+        let mut bytes = Vec::with_capacity(32);
+        Message::Release { id, seq, flags }.encode(&mut bytes);
+        let fds: Vec<BorrowedFd<'_>> = fence.iter().map(|f| f.as_fd()).collect();
+        let deadline = Instant::now() + self.stall;
+        loop {
+            match send_datagram(
+                self.socket.as_fd(),
+                &bytes,
+                &fds,
+                rustix::net::SendFlags::DONTWAIT,
+            ) {
+                Ok(true) => return Ok(()),
+                Ok(false) if Instant::now() < deadline => {
+                    // The producer is not reading: give it until the stall timeout.
+                    let mut p = [rustix::event::PollFd::new(
+                        &self.socket,
+                        rustix::event::PollFlags::OUT,
+                    )];
+                    let _ = rustix::event::poll(
+                        &mut p,
+                        Some(&rustix::time::Timespec {
+                            tv_sec: 0,
+                            tv_nsec: 50_000_000,
+                        }),
+                    );
+                }
+                Ok(false) => {
+                    let why = format!("the producer read nothing for {:?}", self.stall);
+                    self.break_session(&why);
+                    return Err(SubscribeError::Protocol(why));
+                }
+                Err(ChannelError::PeerClosed) => return Ok(()), // noticed by the subscriber
+                Err(e) => {
+                    self.break_session(&e.to_string());
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    fn break_session(&self, why: &str) {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| why.to_owned());
+    }
+}
+
+/// A frame on loan from the producer: given back when dropped (or with [`Frame::release`]).
+#[derive(Debug)]
+pub struct Frame {
+    /// Buffer id.
+    pub id: u32,
+    /// Sequence number.
+    pub seq: u64,
+    /// When the producer had it ready, on `meta.clock`.
+    pub timestamp_ns: u64,
+    /// When it arrived here (CLOCK_MONOTONIC ns).
+    pub received_ns: u64,
+    /// Its metadata.
+    pub meta: FrameMeta,
+    /// Signals when the pixels may be read (take it with [`Frame::take_acquire_fence`]).
+    acquire: Option<SyncFile>,
+    buffer: Buffer,
+    shared: Option<Arc<Shared>>,
+}
+
+impl Frame {
+    /// The buffer holding the frame.
+    pub fn buffer(&self) -> &Buffer {
+        &self.buffer
+    }
+
+    /// The acquire fence, if the producer sent one (wait on it before reading the pixels).
+    pub fn acquire_fence(&self) -> Option<&SyncFile> {
+        self.acquire.as_ref()
+    }
+
+    /// Takes the acquire fence (to hand it to a GPU or a display).
+    pub fn take_acquire_fence(&mut self) -> Option<SyncFile> {
+        self.acquire.take()
+    }
+
+    /// Gives the frame back now, with a fence that signals when this consumer's last access
+    /// (a GPU job, a scanout) ends.
+    pub fn release(mut self, fence: Option<SyncFile>) -> Result<(), SubscribeError> {
+        match self.shared.take() {
+            Some(s) => s.release(self.id, self.seq, fence),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        if let Some(s) = self.shared.take() {
+            if let Err(e) = s.release(self.id, self.seq, None) {
+                log::warn!("giving back frame {} (buffer {}): {e}", self.seq, self.id);
+            }
+        }
+    }
+}
+
+/// A live session with the producer.
+struct Session {
+    chan: Channel,
+    shared: Arc<Shared>,
+    buffers: Vec<Option<Buffer>>,
+}
+
+enum State {
+    /// Not connected; try (again) at `retry_at`, giving up at `give_up`.
+    Connecting {
+        retry_at: Instant,
+        give_up: Option<Instant>,
+        waited_since: Instant,
+        said_waiting: bool,
+    },
+    Connected(Box<Session>),
+    Ended,
+}
+
+/// The consumer end of a stream. See the [module docs](self).
+pub struct Subscriber {
+    target: Option<Target>,
+    opts: SubscriberOptions,
+    state: State,
+    events: VecDeque<SubscriberEvent>,
+    poller: Poller,
+    wake: WakePipe,
+    restarts: u32,
+}
+
+impl Subscriber {
+    /// Subscribes to the stream `name` (connecting happens in the first [`Subscriber::next`]).
+    pub fn connect(
+        name: StreamName,
+        opts: SubscriberOptions,
+    ) -> Result<Subscriber, SubscribeError> {
+        Subscriber::to(Target::Stream(name), opts)
+    }
+
+    /// Subscribes to `target`.
+    pub fn to(target: Target, opts: SubscriberOptions) -> Result<Subscriber, SubscribeError> {
+        let mut s = Subscriber::base(opts)?;
+        s.target = Some(target);
+        Ok(s)
+    }
+
+    /// Takes a connection made elsewhere (a socketpair from a parent process). It cannot be
+    /// re-made, so `reconnect` does not apply.
+    pub fn from_channel(
+        chan: Channel,
+        opts: SubscriberOptions,
+    ) -> Result<Subscriber, SubscribeError> {
+        let mut s = Subscriber::base(opts)?;
+        s.start_session(chan)?;
+        Ok(s)
+    }
+
+    fn base(opts: SubscriberOptions) -> Result<Subscriber, SubscribeError> {
+        let poller = Poller::new().map_err(SubscribeError::Poll)?;
+        let wake = WakePipe::new().map_err(SubscribeError::Poll)?;
+        poller
+            .add(wake.as_fd(), TOKEN_WAKE, false)
+            .map_err(SubscribeError::Poll)?;
+        let now = Instant::now();
+        Ok(Subscriber {
+            target: None,
+            state: State::Connecting {
+                retry_at: now,
+                give_up: opts.connect_timeout.map(|t| now + t),
+                waited_since: now,
+                said_waiting: false,
+            },
+            opts,
+            events: VecDeque::new(),
+            poller,
+            wake,
+            restarts: 0,
+        })
+    }
+
+    /// A handle that ends a wait of [`Subscriber::next`] ([`SubscribeError::Interrupted`]).
+    pub fn waker(&self) -> Waker {
+        self.wake.waker()
+    }
+
+    /// How many times the producer came back.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Buffer `id`, if announced.
+    pub fn buffer(&self, id: u32) -> Option<&Buffer> {
+        match &self.state {
+            State::Connected(s) => s.buffers.get(id as usize)?.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The next event, waiting up to `timeout` (`None`: as long as it takes).
+    pub fn next(&mut self, timeout: Option<Duration>) -> Result<SubscriberEvent, SubscribeError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Ok(e);
+            }
+            enum Step {
+                Connect,
+                Wait(Option<Instant>),
+                Broken(String),
+                Got(Message, Vec<OwnedFd>),
+                Failed(ChannelError),
+            }
+            let step = match &mut self.state {
+                State::Ended => return Err(SubscribeError::Ended),
+                State::Connecting { retry_at, .. } if Instant::now() >= *retry_at => Step::Connect,
+                State::Connecting { retry_at, .. } => Step::Wait(Some(*retry_at)),
+                State::Connected(s) => {
+                    let broken = s
+                        .shared
+                        .broken
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
+                    match broken {
+                        Some(why) => Step::Broken(why),
+                        None => match s.chan.try_recv() {
+                            Ok(Some((msg, fds))) => Step::Got(msg, fds),
+                            Ok(None) => Step::Wait(None),
+                            Err(e) => Step::Failed(e),
+                        },
+                    }
+                }
+            };
+            let wait_until = match step {
+                Step::Connect => {
+                    self.try_connect()?;
+                    continue;
+                }
+                Step::Broken(why) => {
+                    self.lose_session(format!("giving back a frame failed: {why}"), false)?;
+                    continue;
+                }
+                Step::Got(msg, fds) => {
+                    self.handle(msg, fds)?;
+                    continue;
+                }
+                Step::Failed(e) => {
+                    self.channel_failed(e)?;
+                    continue;
+                }
+                Step::Wait(until) => until,
+            };
+            let until = match (deadline, wait_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let ready = self.poller.wait(until).map_err(SubscribeError::Poll)?;
+            if ready.iter().any(|r| r.token == TOKEN_WAKE) && self.wake.drain() {
+                return Err(SubscribeError::Interrupted);
+            }
+            if ready.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(SubscribeError::Timeout(timeout.unwrap_or_default()));
+            }
+        }
+    }
+
+    fn socket_path(&self) -> Result<PathBuf, SubscribeError> {
+        Ok(match &self.target {
+            Some(Target::Stream(n)) => n.socket_path()?,
+            Some(Target::Path(p)) => p.clone(),
+            None => return Err(SubscribeError::Ended),
+        })
+    }
+
+    /// One connection attempt: "not there yet" waits (saying so once), anything else fails.
+    fn try_connect(&mut self) -> Result<(), SubscribeError> {
+        let path = self.socket_path()?;
+        match Channel::connect(&path) {
+            Ok(chan) => return self.start_session(chan),
+            Err(ChannelError::Sys {
+                errno: Errno::NOENT | Errno::CONNREFUSED,
+                ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let State::Connecting {
+            retry_at,
+            give_up,
+            waited_since,
+            said_waiting,
+        } = &mut self.state
+        else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if give_up.is_some_and(|g| now >= g) {
+            return Err(SubscribeError::NotThere {
+                where_: path.display().to_string(),
+                waited: now.duration_since(*waited_since),
+            });
+        }
+        if !*said_waiting {
+            log::info!("waiting for a producer at {}", path.display());
+            *said_waiting = true;
+        }
+        *retry_at = now + Duration::from_millis(50);
+        Ok(())
+    }
+
+    /// Checks the producer, exchanges Hellos.
+    fn start_session(&mut self, mut chan: Channel) -> Result<(), SubscribeError> {
+        let producer = chan.peer_credentials()?;
+        if let Err(why) = self.opts.access.check(&producer) {
+            return Err(SubscribeError::Untrusted(why));
+        }
+        let hello = match chan.recv_timeout(Some(self.opts.stall_timeout)) {
+            Ok((Message::Hello(h), _)) if h.role == Role::Producer => h,
+            Ok((Message::Bye { code, reason }, _)) => {
+                return Err(SubscribeError::Bye { code, reason })
+            }
+            Ok((m, _)) => {
+                return Err(protocol(
+                    &mut chan,
+                    format!("expected the producer's Hello, got {}", m.name()),
+                ))
+            }
+            Err(ChannelError::Wire(wire::WireError::Version(v))) => {
+                let why = format!(
+                    "this consumer speaks frameshare protocol version {}, the producer {v}",
+                    wire::VERSION
+                );
+                let mut b = Vec::new();
+                Message::encode_bye_for_version(v, ByeCode::Version, &why, &mut b);
+                let _ = chan.send_raw(&b, &[]);
+                return Err(SubscribeError::Bye {
+                    code: ByeCode::Version,
+                    reason: why,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        chan.send(
+            &Message::Hello(Hello {
+                role: Role::Consumer,
+                // Every subscriber handles EndOfStream (it becomes an event).
+                features: wire::FEATURE_END_OF_STREAM
+                    | if self.opts.fences {
+                        wire::FEATURE_FENCES
+                    } else {
+                        0
+                    },
+                kinds: self.opts.kinds,
+                formats: self.opts.formats.clone(),
+                name: self.opts.name.clone(),
+                stream: match &self.target {
+                    Some(Target::Stream(n)) => Some(n.to_string()),
+                    _ => None,
+                },
+                pattern: None,
+                policy: Some(self.opts.policy),
+            }),
+            &[],
+        )?;
+        let socket = chan
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| ChannelError::Sys {
+                op: "dup",
+                path: None,
+                errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+            })?;
+        self.poller
+            .add(chan.as_fd(), TOKEN_SOCKET, false)
+            .map_err(SubscribeError::Poll)?;
+        self.state = State::Connected(Box::new(Session {
+            chan,
+            shared: Arc::new(Shared {
+                socket,
+                held: Mutex::new([None; MAX_BUFFERS as usize]),
+                broken: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                stall: self.opts.stall_timeout,
+            }),
+            buffers: (0..MAX_BUFFERS).map(|_| None).collect(),
+        }));
+        self.events.push_back(SubscriberEvent::Connected {
+            producer: hello,
+            credentials: producer,
+        });
+        Ok(())
+    }
+
+    fn session(&mut self) -> Result<&mut Session, SubscribeError> {
+        match &mut self.state {
+            State::Connected(s) => Ok(s),
+            _ => Err(SubscribeError::Ended),
+        }
+    }
+
+    fn handle(&mut self, msg: Message, mut fds: Vec<OwnedFd>) -> Result<(), SubscribeError> {
+        let s = self.session()?;
+        match msg {
+            Message::AddBuffer {
+                id,
+                kind,
+                layout,
+                sysv_id,
+            } => {
+                if s.buffers[id as usize].is_some() {
+                    return self.fail(format!("AddBuffer {id}: id already in use"));
+                }
+                let made = match sysv_id {
+                    Some(sysv) => Buffer::from_sysv(layout, sysv),
+                    None => Buffer::from_fds(kind, layout, fds),
+                };
+                match made {
+                    Ok(b) => {
+                        s.buffers[id as usize] = Some(b.clone());
+                        self.events
+                            .push_back(SubscriberEvent::BufferAdded { id, buffer: b });
+                        Ok(())
+                    }
+                    Err(source) => {
+                        let e = SubscribeError::Buffer { id, kind, source };
+                        let why = format!("{e}: {}", error_chain(&e));
+                        bye(&mut self.session()?.chan, ByeCode::Protocol, &why);
+                        self.lose_session(why, true)?;
+                        Err(e)
+                    }
+                }
+            }
+            Message::RemoveBuffer { id } => {
+                if s.buffers[id as usize].is_none() {
+                    return self.fail(format!("RemoveBuffer {id}: unknown buffer"));
+                }
+                if s.shared.held.lock().unwrap_or_else(|e| e.into_inner())[id as usize].is_some() {
+                    return self.fail(format!("RemoveBuffer {id}: the consumer still holds it"));
+                }
+                s.buffers[id as usize] = None;
+                self.events.push_back(SubscriberEvent::BufferRemoved { id });
+                Ok(())
+            }
+            Message::Frame(FrameMsg {
+                id,
+                seq,
+                timestamp_ns,
+                flags,
+                meta,
+            }) => {
+                let received_ns = super::monotonic_ns();
+                let Some(buffer) = s.buffers[id as usize].clone() else {
+                    return self.fail(format!("Frame {seq} names unknown buffer {id}"));
+                };
+                {
+                    let mut held = s.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(h) = held[id as usize] {
+                        drop(held);
+                        return self.fail(format!(
+                            "Frame {seq} reuses buffer {id}, still held for frame {h}"
+                        ));
+                    }
+                    held[id as usize] = Some(seq);
+                }
+                let acquire = if flags & wire::FLAG_FENCE != 0 {
+                    match SyncFile::try_from_fd(fds.remove(0)) {
+                        Ok(f) => Some(f),
+                        Err(e) => return self.fail(format!("Frame {seq}: acquire fence: {e}")),
+                    }
+                } else {
+                    None
+                };
+                let shared = s.shared.clone();
+                self.events.push_back(SubscriberEvent::Frame(Frame {
+                    id,
+                    seq,
+                    timestamp_ns,
+                    received_ns,
+                    meta,
+                    acquire,
+                    buffer,
+                    shared: Some(shared),
+                }));
+                Ok(())
+            }
+            Message::EndOfStream { last_seq } => {
+                self.events
+                    .push_back(SubscriberEvent::EndOfStream { last_seq });
+                Ok(())
+            }
+            Message::Bye {
+                code: ByeCode::Done,
+                reason,
+            } => {
+                self.close_session();
+                self.state = State::Ended;
+                self.events.push_back(SubscriberEvent::Ended {
+                    code: ByeCode::Done,
+                    reason,
+                });
+                Ok(())
+            }
+            Message::Bye { code, reason } => {
+                let retry = !matches!(code, ByeCode::Refused | ByeCode::Version);
+                if self.opts.reconnect && retry && self.target.is_some() {
+                    return self
+                        .lose_session(format!("the producer said: {reason} ({code})"), false);
+                }
+                self.close_session();
+                self.state = State::Ended;
+                Err(SubscribeError::Bye { code, reason })
+            }
+            other => self.fail(format!("unexpected {} from the producer", other.name())),
+        }
+    }
+
+    /// The producer broke the protocol: tell it why, end the session.
+    fn fail(&mut self, what: String) -> Result<(), SubscribeError> {
+        log::error!("protocol error: {what}");
+        if let Ok(s) = self.session() {
+            bye(&mut s.chan, ByeCode::Protocol, &what);
+        }
+        self.lose_session(format!("protocol error: {what}"), true)?;
+        Err(SubscribeError::Protocol(what))
+    }
+
+    fn channel_failed(&mut self, e: ChannelError) -> Result<(), SubscribeError> {
+        match e {
+            ChannelError::Wire(_) | ChannelError::Truncated | ChannelError::ControlTruncated => {
+                self.fail(e.to_string())
+            }
+            ChannelError::PeerClosed => self.lose_session("the producer went away".into(), false),
+            e => {
+                self.close_session();
+                self.state = State::Ended;
+                Err(e.into())
+            }
+        }
+    }
+
+    fn close_session(&mut self) {
+        if let State::Connected(s) = &self.state {
+            s.shared.closed.store(true, Ordering::Release);
+            self.poller.remove(s.chan.as_fd());
+        }
+    }
+
+    /// The session is over. With `reconnect` (and not `fatal`), every buffer is removed and
+    /// we wait for the producer to come back; else the stream has ended for us.
+    fn lose_session(&mut self, reason: String, fatal: bool) -> Result<(), SubscribeError> {
+        let ids: Vec<u32> = match &self.state {
+            State::Connected(s) => (0..MAX_BUFFERS)
+                .filter(|&i| s.buffers[i as usize].is_some())
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.close_session();
+        if fatal || !self.opts.reconnect || self.target.is_none() {
+            self.state = State::Ended;
+            if !fatal {
+                self.events.push_back(SubscriberEvent::Ended {
+                    code: ByeCode::Internal,
+                    reason,
+                });
+            }
+            return Ok(());
+        }
+        for id in ids {
+            self.events.push_back(SubscriberEvent::BufferRemoved { id });
+        }
+        log::warn!("{reason}; waiting for it to come back");
+        self.events
+            .push_back(SubscriberEvent::Restarting { reason });
+        self.restarts += 1;
+        let now = Instant::now();
+        self.state = State::Connecting {
+            retry_at: now,
+            give_up: None,
+            waited_since: now,
+            said_waiting: true,
+        };
+        Ok(())
+    }
+}
+
+impl AsFd for Subscriber {
+    /// Readable when [`Subscriber::next`] has something (an epoll fd, stable across
+    /// reconnects: for GLib, tokio, calloop). While waiting for a producer, poll with a
+    /// timeout (retries are timed, not fd-driven).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poller.as_fd()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if let State::Connected(s) = &mut self.state {
+            bye(&mut s.chan, ByeCode::Done, "consumer left");
+            s.shared.closed.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("target", &self.target)
+            .field("policy", &self.opts.policy)
+            .field("restarts", &self.restarts)
+            .finish()
+    }
+}
+
+fn bye(chan: &mut Channel, code: ByeCode, reason: &str) {
+    let _ = chan.try_send(
+        &Message::Bye {
+            code,
+            reason: reason.to_owned(),
+        },
+        &[],
+    );
+}
+
+fn protocol(chan: &mut Channel, what: String) -> SubscribeError {
+    bye(chan, ByeCode::Protocol, &what);
+    SubscribeError::Protocol(what)
+}
+
+/// The sources of an error, joined (for a Bye reason that says everything in one line).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
