@@ -289,13 +289,13 @@ pub fn list() -> Result<Vec<StreamName>, NameError> {
     Ok(names)
 }
 
-/// Whether `fd` is still the lock of a live publisher (tests).
+/// Whether the lock file at `path` is held by a live publisher (tests).
 #[cfg(test)]
 fn is_locked(path: &Path) -> bool {
     let Ok(fd) = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
         return false;
     };
-    rustix::fs::flock(fd.as_fd(), FlockOperation::NonBlockingLockShared).is_err()
+    rustix::fs::flock(&fd, FlockOperation::NonBlockingLockShared).is_err()
 }
 
 #[cfg(test)]
