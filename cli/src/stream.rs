@@ -63,6 +63,9 @@ pub struct ProduceArgs {
     /// Stride alignment in bytes (power of two).
     #[arg(long, default_value_t = 256)]
     stride_align: u32,
+    /// Seconds a consumer may hold a frame (or leave its socket unread) before it is evicted.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_secs)]
+    stall_timeout: Duration,
     /// Change the frame size every N frames (generator), cycling through `--sizes`: a
     /// mid-stream format change (buffers re-added, sinks re-negotiate).
     #[arg(long, value_name = "N")]
@@ -147,6 +150,15 @@ pub struct ConsumeArgs {
     wait: f64,
     #[command(flatten)]
     access: AccessArgs,
+}
+
+/// A positive, finite number of seconds.
+fn positive_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }
 
 /// The source `--source` names, built and checked (nothing opened yet for a camera).
@@ -245,6 +257,7 @@ fn publisher_options(
         } else {
             WhenFull::Wait
         },
+        stall_timeout: args.stall_timeout,
         ..PublisherOptions::default()
     }
 }
