@@ -27,3 +27,15 @@ pub use wire::{ByeCode, Policy, StreamStatus};
 pub fn monotonic_ns() -> u64 {
     crate::meta::Clock::Monotonic.now_ns()
 }
+
+#[cfg(test)]
+mod tests {
+    /// An application moves its publisher or subscriber to the thread (or task) that runs it.
+    #[test]
+    fn publisher_and_subscriber_are_send() {
+        fn send<T: Send>() {}
+        send::<super::Publisher>();
+        send::<super::Subscriber>();
+        send::<super::Frame>();
+    }
+}

@@ -23,14 +23,15 @@ pub(crate) struct Ready {
 /// An epoll set.
 pub(crate) struct Poller {
     epoll: OwnedFd,
-    events: Vec<epoll::Event>,
 }
+
+/// Most events one wait reports (the rest are reported by the next).
+const MAX_EVENTS: usize = 64;
 
 impl Poller {
     pub(crate) fn new() -> Result<Poller, Errno> {
         Ok(Poller {
             epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
-            events: Vec::with_capacity(64),
         })
     }
 
@@ -75,6 +76,9 @@ impl Poller {
     /// Waits until something is ready or `deadline` passes (`None`: no deadline); an empty
     /// result means the deadline passed.
     pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> Result<Vec<Ready>, Errno> {
+        // Per wait, not a field: `epoll::Event` holds a pointer (its data union), which would
+        // keep the publisher and subscriber from being `Send`.
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(MAX_EVENTS);
         loop {
             let timeout = deadline.map(|d| {
                 let left = d.saturating_duration_since(Instant::now());
@@ -83,10 +87,10 @@ impl Poller {
                     tv_nsec: left.subsec_nanos() as i64,
                 }
             });
-            self.events.clear();
+            events.clear();
             match epoll::wait(
                 &self.epoll,
-                rustix::buffer::spare_capacity(&mut self.events),
+                rustix::buffer::spare_capacity(&mut events),
                 timeout.as_ref(),
             ) {
                 Ok(_) => break,
@@ -94,8 +98,7 @@ impl Poller {
                 Err(e) => return Err(e),
             }
         }
-        Ok(self
-            .events
+        Ok(events
             .iter()
             .map(|e| {
                 let f = e.flags;
