@@ -786,7 +786,9 @@ impl Publisher {
                         Message::encode_bye_for_version(v, ByeCode::Version, &why, &mut b);
                         let _ = s.chan.send_raw(&b, &[]);
                         self.stats.refused += 1;
-                        return self.end_session(token, End::new(ByeCode::Version, why).silent());
+                        // Answered: a second Bye in our encoding would be unreadable to it.
+                        let end = End::new(ByeCode::Version, why).silent().without_bye();
+                        return self.end_session(token, end);
                     }
                     Err(e) => return self.end_session(token, e.into()),
                 }
@@ -842,9 +844,7 @@ impl Publisher {
                 self.release(token, id, seq, fence)
             }
             (Phase::Live, Message::Bye { code, reason }) => {
-                let mut end = End::new(ByeCode::Done, format!("it left: {reason} ({code})"));
-                end.peer_said_bye = true;
-                Err(end)
+                Err(End::new(ByeCode::Done, format!("it left: {reason} ({code})")).without_bye())
             }
             (_, m) => Err(End::new(
                 ByeCode::Protocol,
@@ -1023,7 +1023,7 @@ impl Publisher {
         };
         self.poller.remove(s.chan.as_fd());
         let peer_gone = matches!(end.error, Some(ChannelError::PeerClosed));
-        if !peer_gone && !end.peer_said_bye {
+        if !peer_gone && !end.no_bye {
             let _ = s.chan.try_send(
                 &Message::Bye {
                     code: end.code,

@@ -82,8 +82,9 @@ pub(super) struct End {
     pub(super) reason: String,
     /// For the log: what went wrong on the channel, if that was it.
     pub(super) error: Option<ChannelError>,
-    /// The peer ended it with its own Bye (no Bye back).
-    pub(super) peer_said_bye: bool,
+    /// No Bye back: the peer ended it with its own Bye, or was already answered (a peer of
+    /// another protocol version, in its own encoding).
+    pub(super) no_bye: bool,
     /// Nothing worth a log line (a monitor served, a peer of another version answered).
     pub(super) silent: bool,
 }
@@ -94,13 +95,19 @@ impl End {
             code,
             reason: reason.into(),
             error: None,
-            peer_said_bye: false,
+            no_bye: false,
             silent: false,
         }
     }
 
     pub(super) fn silent(mut self) -> End {
         self.silent = true;
+        self
+    }
+
+    /// The peer needs no Bye (it said its own, or was already answered).
+    pub(super) fn without_bye(mut self) -> End {
+        self.no_bye = true;
         self
     }
 }
@@ -116,7 +123,7 @@ impl From<ChannelError> for End {
             code,
             reason: e.to_string(),
             error: Some(e),
-            peer_said_bye: false,
+            no_bye: false,
             silent: false,
         }
     }
