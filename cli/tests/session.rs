@@ -1,406 +1,579 @@
-//! Session-level protocol checks, in one process with two threads: each end must reject a peer
-//! that breaks the rules with an error naming what was wrong, and tell the peer why (Bye).
+//! Session-level protocol checks, in one process: each end must reject a peer that breaks the
+//! rules with an error naming what was wrong, and tell the peer why (Bye). A subscriber's
+//! session is its stream, so it ends; a publisher ends only the offender's session (counted,
+//! logged) and keeps serving the others, whose frames all still verify. The raw peer is a
+//! `Channel` driven by hand; the other end is the library's `Publisher` or `Subscriber`.
+
+mod common;
 
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::{capture_logs, logged, readable, verify_consumer};
 use frameshare::alloc::{memfd::MemfdAllocator, Allocator};
-use frameshare::bus::consumer::{Consumer, ConsumerCaps, Event};
-use frameshare::bus::producer::{PoolPolicy, Producer, ProducerOptions};
-use frameshare::bus::socket::{Channel, ChannelError};
-use frameshare::bus::wire::{self, Message, Role};
-use frameshare::bus::{all_kinds, SessionError};
+use frameshare::buffer::KindSet;
+use frameshare::bus::wire::{self, ByeCode, FrameMsg, Hello, Message, Role};
+use frameshare::bus::{
+    Channel, ChannelError, Publisher, PublisherOptions, SubscribeError, Subscriber,
+    SubscriberEvent, SubscriberOptions,
+};
 use frameshare::format::{Fourcc, FrameLayout};
+use frameshare::meta::FrameMeta;
+use frameshare::source::{Generator, Pattern};
 
-fn caps() -> ConsumerCaps {
-    ConsumerCaps {
-        features: wire::FEATURE_FENCES,
-        kinds: all_kinds(),
-        formats: vec![],
-        name: "test".into(),
-    }
-}
+const WAIT: Duration = Duration::from_secs(10);
 
 fn layout() -> FrameLayout {
     FrameLayout::linear(Fourcc::XR24, 64, 64, 64).unwrap()
 }
 
-/// Plays a raw producer: Hello, then whatever `script` sends.
-fn raw_producer(chan: &mut Channel) {
-    let hello = Message::Hello {
+fn memfd_buffers(n: usize) -> Vec<frameshare::Buffer> {
+    let mut a = MemfdAllocator::new();
+    (0..n).map(|_| a.allocate(&layout()).unwrap()).collect()
+}
+
+fn frame(id: u32, seq: u64) -> Message {
+    Message::Frame(FrameMsg {
+        id,
+        seq,
+        timestamp_ns: 0,
+        flags: 0,
+        meta: FrameMeta::default(),
+    })
+}
+
+fn recv(chan: &mut Channel) -> Message {
+    chan.recv_timeout(Some(WAIT)).unwrap().0
+}
+
+// ---- a raw producer against the library's subscriber ----
+
+fn producer_hello() -> Message {
+    Message::Hello(Hello {
         role: Role::Producer,
-        features: 0,
-        kinds: all_kinds(),
-        formats: vec![],
-        name: "generator:bars".into(),
-    };
-    chan.send(&hello, &[]).unwrap();
-    let (msg, _) = chan.recv_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert!(matches!(
-        msg,
-        Message::Hello {
-            role: Role::Consumer,
-            ..
+        kinds: KindSet::all(),
+        name: "generator".into(),
+        pattern: Some("bars".into()),
+        ..Hello::default()
+    })
+}
+
+/// A subscriber on `chan` in a thread, collecting events until the first error.
+fn subscriber(
+    chan: Channel,
+) -> thread::JoinHandle<Result<(Vec<SubscriberEvent>, SubscribeError), SubscribeError>> {
+    thread::spawn(move || {
+        let opts = SubscriberOptions {
+            name: "test".into(),
+            ..SubscriberOptions::default()
+        };
+        let mut sub = Subscriber::from_channel(chan, opts)?;
+        let mut events = Vec::new();
+        loop {
+            match sub.next(Some(WAIT)) {
+                Ok(e) => events.push(e),
+                Err(e) => return Ok((events, e)),
+            }
         }
-    ));
+    })
 }
 
-/// Plays a raw consumer: reads the producer's Hello, answers with `features` and `name`.
-fn raw_consumer(chan: &mut Channel, features: u32, name: &str) {
-    let (hello, _) = chan.recv().unwrap();
-    assert!(matches!(
-        hello,
-        Message::Hello {
-            role: Role::Producer,
-            ..
-        }
-    ));
-    let consumer_hello = Message::Hello {
-        role: Role::Consumer,
-        features,
-        kinds: all_kinds(),
-        formats: vec![],
-        name: name.into(),
-    };
-    chan.send(&consumer_hello, &[]).unwrap();
+/// Plays a raw producer: Hello, then reads the consumer's.
+fn raw_producer(chan: &mut Channel) {
+    chan.send(&producer_hello(), &[]).unwrap();
+    match recv(chan) {
+        Message::Hello(h) => assert_eq!(h.role, Role::Consumer, "{h:?}"),
+        m => panic!("expected the consumer's Hello, got {m:?}"),
+    }
 }
 
-/// `err` is the protocol error naming `needle`, and the peer was told so (Bye).
-fn expect_rejected(err: &SessionError, chan: &mut Channel, needle: &str) {
-    assert!(
-        matches!(err, SessionError::Protocol(m) if m.contains(needle)),
-        "{err}"
-    );
-    expect_bye_containing(chan, needle);
-}
-
-fn expect_bye_containing(chan: &mut Channel, needle: &str) {
-    match chan.recv_timeout(Some(Duration::from_secs(5))).unwrap().0 {
-        Message::Bye { code, reason } => {
-            assert_eq!(code, wire::BYE_PROTOCOL_ERROR);
+/// The next message on `chan` is a Bye with `code` whose reason mentions `needle`.
+fn expect_bye(chan: &mut Channel, code: ByeCode, needle: &str) -> String {
+    match recv(chan) {
+        Message::Bye { code: c, reason } => {
+            assert_eq!(c, code, "{reason}");
             assert!(
                 reason.contains(needle),
                 "Bye reason {reason:?} should mention {needle:?}"
             );
+            reason
         }
         m => panic!("expected Bye, got {m:?}"),
     }
 }
 
+/// `err` is the protocol error naming `needle`, and the peer was told so (Bye).
+fn expect_rejected(err: &SubscribeError, chan: &mut Channel, needle: &str) {
+    assert!(
+        matches!(err, SubscribeError::Protocol(m) if m.contains(needle)),
+        "{err}"
+    );
+    expect_bye(chan, ByeCode::Protocol, needle);
+}
+
 #[test]
 fn frame_for_unknown_buffer_is_rejected() {
     let (mut p, c) = Channel::pair().unwrap();
-    let consumer = thread::spawn(move || {
-        let mut c = Consumer::accept(c, &caps()).unwrap();
-        c.next_event(Some(Duration::from_secs(5)))
-    });
+    let consumer = subscriber(c);
     raw_producer(&mut p);
-    p.send(
-        &Message::Frame {
-            id: 9,
-            seq: 1,
-            timestamp_ns: 0,
-            flags: 0,
-        },
-        &[],
-    )
-    .unwrap();
-    let err = consumer.join().unwrap().unwrap_err();
+    p.send(&frame(9, 1), &[]).unwrap();
+    let (events, err) = consumer.join().unwrap().unwrap();
+    assert!(
+        matches!(events[..], [SubscriberEvent::Connected { .. }]),
+        "{events:?}"
+    );
     expect_rejected(&err, &mut p, "unknown buffer 9");
 }
 
 #[test]
 fn reusing_a_held_buffer_is_rejected_and_earlier_frames_stay_delivered() {
     let (mut p, c) = Channel::pair().unwrap();
+    let consumer = subscriber(c);
+    raw_producer(&mut p);
+    let buffer = memfd_buffers(1).remove(0);
+    let add = Message::AddBuffer {
+        id: 0,
+        kind: buffer.kind(),
+        layout: layout(),
+        sysv_id: None,
+    };
+    p.send(&add, &buffer.fds()).unwrap();
+    p.send(&frame(0, 1), &[]).unwrap();
+    p.send(&frame(0, 2), &[]).unwrap();
+    // The subscriber keeps every event, so frame 1 is still held when frame 2 comes.
+    let (events, err) = consumer.join().unwrap().unwrap();
+    assert!(
+        matches!(events[1], SubscriberEvent::BufferAdded { id: 0, .. }),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[2], SubscriberEvent::Frame(f) if f.seq == 1),
+        "the first frame was delivered: {events:?}"
+    );
+    assert_eq!(events.len(), 3, "{events:?}");
+    expect_rejected(&err, &mut p, "still held for frame 1");
+}
+
+/// A frame goes back exactly once: released explicitly (with `release`) or when dropped, and
+/// never again; releasing a frame twice is impossible by construction (`release` takes it).
+#[test]
+fn a_frame_is_given_back_exactly_once() {
+    let (mut p, c) = Channel::pair().unwrap();
     let consumer = thread::spawn(move || {
-        let mut c = Consumer::accept(c, &caps()).unwrap();
-        let mut events = Vec::new();
-        loop {
-            match c.next_event(Some(Duration::from_secs(5))) {
-                Ok(e) => events.push(e),
-                Err(e) => return (events, e),
+        let mut sub = Subscriber::from_channel(c, SubscriberOptions::default()).unwrap();
+        let mut ended = None;
+        while ended.is_none() {
+            match sub.next(Some(WAIT)).unwrap() {
+                SubscriberEvent::Frame(f) if f.seq == 1 => f.release(None).unwrap(),
+                SubscriberEvent::Frame(f) => drop(f),
+                SubscriberEvent::Ended { code, reason } => ended = Some((code, reason)),
+                _ => {}
             }
         }
+        ended.unwrap()
     });
     raw_producer(&mut p);
-    let buffer = MemfdAllocator::new().allocate(&layout()).unwrap();
-    p.send(
-        &Message::AddBuffer {
-            id: 0,
-            kind: buffer.kind(),
-            layout: layout(),
-            sysv_id: -1,
-        },
-        &buffer.fds(),
-    )
-    .unwrap();
-    p.send(
-        &Message::Frame {
+    let buffer = memfd_buffers(1).remove(0);
+    let add = Message::AddBuffer {
+        id: 0,
+        kind: buffer.kind(),
+        layout: layout(),
+        sysv_id: None,
+    };
+    p.send(&add, &buffer.fds()).unwrap();
+    p.send(&frame(0, 1), &[]).unwrap();
+    assert_eq!(
+        recv(&mut p),
+        Message::Release {
             id: 0,
             seq: 1,
-            timestamp_ns: 0,
-            flags: 0,
-        },
-        &[],
-    )
-    .unwrap();
-    p.send(
-        &Message::Frame {
+            flags: 0
+        }
+    );
+    p.send(&frame(0, 2), &[]).unwrap();
+    assert_eq!(
+        recv(&mut p),
+        Message::Release {
             id: 0,
             seq: 2,
-            timestamp_ns: 0,
-            flags: 0,
-        },
-        &[],
-    )
-    .unwrap();
-    let (events, err) = consumer.join().unwrap();
-    assert!(matches!(events[0], Event::BufferAdded(0)));
-    assert!(
-        matches!(&events[1], Event::Frame(f) if f.seq == 1),
-        "the first frame was delivered"
+            flags: 0
+        }
     );
-    assert!(
-        matches!(&err, SessionError::Protocol(m) if m.contains("still held for frame 1")),
-        "{err}"
-    );
-}
-
-#[test]
-fn double_release_is_rejected_by_the_producer() {
-    let (p, mut c) = Channel::pair().unwrap();
-    let (both_sent, wait_for_both) = std::sync::mpsc::channel::<()>();
-    let producer = thread::spawn(move || {
-        let opts = ProducerOptions {
-            policy: PoolPolicy::Wait,
-            release_timeout: Duration::from_secs(5),
-            ..Default::default()
-        };
-        let mut prod = Producer::connect(p, opts, 0).unwrap();
-        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
-            .unwrap();
-        let id = prod.acquire().unwrap().unwrap();
-        prod.submit(id, 0, None).unwrap();
-        // Read only once both releases are queued: the first is fine, the second is not.
-        wait_for_both.recv().unwrap();
-        prod.drain(Duration::from_secs(5))
-    });
-    raw_consumer(&mut c, 0, "evil");
-    let (add, _fds) = c.recv().unwrap();
-    assert!(matches!(add, Message::AddBuffer { id: 0, .. }));
-    assert!(matches!(
-        c.recv().unwrap().0,
-        Message::Frame { id: 0, seq: 0, .. }
-    ));
-    let release = Message::Release {
-        id: 0,
-        seq: 0,
-        flags: 0,
+    let bye = Message::Bye {
+        code: ByeCode::Done,
+        reason: "stream ended".into(),
     };
-    c.send(&release, &[]).unwrap();
-    c.send(&release, &[]).unwrap();
-    both_sent.send(()).unwrap();
-    let err = producer.join().unwrap().unwrap_err();
-    expect_rejected(&err, &mut c, "double release");
-}
-
-#[test]
-fn peer_death_is_a_clean_error() {
-    let (p, c) = Channel::pair().unwrap();
-    let producer = thread::spawn(move || {
-        let mut prod = Producer::connect(p, ProducerOptions::default(), 0).unwrap();
-        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
-            .unwrap();
-        let id = prod.acquire().unwrap().unwrap();
-        prod.submit(id, 0, None).unwrap();
-        // Only one buffer and the consumer is gone: waiting for it must fail, not hang.
-        prod.acquire()
-    });
-    let mut consumer = Consumer::accept(c, &caps()).unwrap();
-    assert!(matches!(
-        consumer.next_event(None).unwrap(),
-        Event::BufferAdded(0)
-    ));
-    assert!(matches!(
-        consumer.next_event(None).unwrap(),
-        Event::Frame(_)
-    ));
-    drop(consumer);
-    let err = producer.join().unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SessionError::Channel(frameshare::bus::socket::ChannelError::PeerClosed)
-        ),
-        "{err}"
+    p.send(&bye, &[]).unwrap();
+    assert_eq!(
+        consumer.join().unwrap(),
+        (ByeCode::Done, "stream ended".to_owned())
     );
-}
-
-#[test]
-fn releasing_what_is_not_held_is_a_local_error() {
-    let (mut p, c) = Channel::pair().unwrap();
-    let t = thread::spawn(move || {
-        raw_producer(&mut p);
-        p
-    });
-    let mut consumer = Consumer::accept(c, &caps()).unwrap();
-    let _p = t.join().unwrap();
-    let err = consumer.release(3, 1, None).unwrap_err();
-    assert!(matches!(err, SessionError::Usage(_)), "{err}");
+    // Nothing followed the two releases: the subscriber is gone.
+    assert!(
+        matches!(p.recv_timeout(Some(WAIT)), Err(ChannelError::PeerClosed)),
+        "a second release, or a Bye after the producer's"
+    );
 }
 
 #[test]
 fn wrong_role_in_hello_is_rejected() {
     let (mut p, c) = Channel::pair().unwrap();
-    let t = thread::spawn(move || Consumer::accept(c, &caps()).map(|_| ()));
-    p.send(
-        &Message::Hello {
-            role: Role::Consumer,
-            features: 0,
-            kinds: 0,
-            formats: vec![],
-            name: "confused".into(),
-        },
-        &[],
-    )
-    .unwrap();
+    let t = thread::spawn(move || Subscriber::from_channel(c, SubscriberOptions::default()));
+    let confused = Message::Hello(Hello {
+        role: Role::Consumer,
+        name: "confused".into(),
+        ..Hello::default()
+    });
+    p.send(&confused, &[]).unwrap();
     let err = t.join().unwrap().unwrap_err();
-    assert!(
-        matches!(&err, SessionError::Protocol(m) if m.contains("expected the producer's Hello")),
-        "{err}"
+    expect_rejected(&err, &mut p, "expected the producer's Hello");
+
+    // The publisher's side: a producer's Hello to a producer.
+    let mut publisher = Publisher::new(PublisherOptions::default()).unwrap();
+    let (ours, mut theirs) = Channel::pair().unwrap();
+    publisher.add_connection(ours, false).unwrap();
+    assert!(matches!(recv(&mut theirs), Message::Hello(h) if h.role == Role::Producer));
+    theirs.send(&producer_hello(), &[]).unwrap();
+    publisher.dispatch(Some(WAIT)).unwrap();
+    expect_bye(
+        &mut theirs,
+        ByeCode::Protocol,
+        "a producer connected to a producer",
     );
+    assert!(publisher.consumers().is_empty());
+    assert_eq!(publisher.stats().joined, 0);
 }
 
-/// A consumer that takes frames but gives none back is reported stalled: after
-/// `first_release_timeout` while it has released nothing (its first frames may wait for
-/// one-time setup), after the shorter `release_timeout` once it has released one.
-#[test]
-fn a_consumer_that_keeps_its_buffers_is_reported_stalled() {
-    use std::time::Instant;
-    let (p, mut c) = Channel::pair().unwrap();
-    let (release_one, wait_release) = std::sync::mpsc::channel::<()>();
-    let consumer = thread::spawn(move || {
-        raw_consumer(&mut c, 0, "hoarder");
-        // Keep every frame; give frame 0 back only when told; stop when the producer is gone.
-        loop {
-            if wait_release.try_recv().is_ok() {
-                let r = Message::Release {
-                    id: 0,
-                    seq: 0,
-                    flags: 0,
-                };
-                c.send(&r, &[]).unwrap();
-            }
-            match c.recv_timeout(Some(Duration::from_millis(20))) {
-                Ok(_) | Err(ChannelError::Timeout(_)) => {}
-                Err(_) => return,
-            }
-        }
+// ---- a raw consumer against the library's publisher ----
+
+/// Plays a raw consumer: reads the producer's Hello, answers with `features` and `name`.
+fn raw_consumer(chan: &mut Channel, features: u32, name: &str) {
+    match recv(chan) {
+        Message::Hello(h) => assert_eq!(h.role, Role::Producer, "{h:?}"),
+        m => panic!("expected the producer's Hello, got {m:?}"),
+    }
+    let hello = Message::Hello(Hello {
+        role: Role::Consumer,
+        features,
+        kinds: KindSet::all(),
+        name: name.into(),
+        ..Hello::default()
     });
-    let opts = ProducerOptions {
-        policy: PoolPolicy::Wait,
-        release_timeout: Duration::from_millis(300),
-        first_release_timeout: Duration::from_millis(1200),
-        ..Default::default()
-    };
-    let mut prod = Producer::connect(p, opts, 0).unwrap();
-    for _ in 0..2 {
-        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
-            .unwrap();
-    }
-    for seq in 0..2 {
-        let id = prod.acquire().unwrap().expect("a free buffer");
-        prod.submit(id, seq, None).unwrap();
-    }
-    // Nothing released yet: the first-release timeout applies.
-    let t = Instant::now();
-    let err = prod.acquire().unwrap_err();
-    let waited = t.elapsed();
-    assert!(
-        matches!(err, SessionError::Stalled(d) if d == Duration::from_millis(1200)),
-        "{err}"
-    );
-    assert!(waited >= Duration::from_millis(1200), "{waited:?}");
-    // One release: buffer 0 comes back and is reused; then the short timeout applies.
-    release_one.send(()).unwrap();
-    let id = prod.acquire().unwrap().expect("buffer 0 back");
-    assert_eq!(id, 0);
-    prod.submit(id, 2, None).unwrap();
-    let t = Instant::now();
-    let err = prod.acquire().unwrap_err();
-    let waited = t.elapsed();
-    assert!(
-        matches!(err, SessionError::Stalled(d) if d == Duration::from_millis(300)),
-        "{err}"
-    );
-    assert!(
-        waited >= Duration::from_millis(300) && waited < Duration::from_millis(1200),
-        "{waited:?}"
-    );
-    drop(prod);
-    consumer.join().unwrap();
+    chan.send(&hello, &[]).unwrap();
 }
 
-/// A datagram the producer cannot decode is a protocol error it reports back (Bye naming what
-/// was wrong), not a silent hang-up.
-#[test]
-fn garbage_from_the_consumer_gets_a_bye() {
-    let (p, mut c) = Channel::pair().unwrap();
-    let producer = thread::spawn(move || {
-        let mut prod = Producer::connect(p, ProducerOptions::default(), 0).unwrap();
-        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
-            .unwrap();
-        let id = prod.acquire().unwrap().unwrap();
-        prod.submit(id, 0, None).unwrap();
-        // Waits for a release; gets garbage.
-        prod.acquire().map(|_| ())
-    });
-    raw_consumer(&mut c, 0, "noisy");
-    assert!(matches!(c.recv().unwrap().0, Message::AddBuffer { .. }));
-    assert!(matches!(c.recv().unwrap().0, Message::Frame { .. }));
-    c.send_raw(b"\x00\x01 not a frameshare message", &[])
+/// A publisher of the generator's moving box (what the verify sink checks), a raw consumer
+/// `name` and a well-behaved verifying consumer (a thread), both live, with `buffers` buffers.
+struct Scene {
+    publisher: Publisher,
+    raw: Channel,
+    good: thread::JoinHandle<frameshare::pipeline::ConsumeReport>,
+    generator: Generator,
+    seq: u64,
+}
+
+impl Scene {
+    fn new(name: &str, features: u32, buffers: usize, opts: PublisherOptions) -> Scene {
+        let mut publisher = Publisher::new(PublisherOptions {
+            name: "generator".into(),
+            pattern: Some("box".into()),
+            ..opts
+        })
         .unwrap();
-    let err = producer.join().unwrap().unwrap_err();
-    expect_rejected(&err, &mut c, "malformed");
+        let (ours, mut raw) = Channel::pair().unwrap();
+        publisher.add_connection(ours, false).unwrap();
+        raw_consumer(&mut raw, features, name);
+        let (ours, theirs) = Channel::pair().unwrap();
+        publisher.add_connection(ours, true).unwrap();
+        let good = verify_consumer(theirs);
+        assert!(publisher.wait_for_consumers(2, Some(WAIT)).unwrap());
+        publisher.set_buffers(memfd_buffers(buffers)).unwrap();
+        Scene {
+            publisher,
+            raw,
+            good,
+            generator: Generator::new(Pattern::MovingBox, &layout()),
+            seq: 0,
+        }
+    }
+
+    /// Fills and publishes the next frame; its buffer id.
+    fn publish(&mut self) -> u32 {
+        let mut loan = self.publisher.loan().unwrap().expect("a free buffer");
+        let id = loan.id();
+        self.generator
+            .fill(id, &mut loan.write().unwrap(), self.seq);
+        loan.publish(self.seq).unwrap();
+        self.seq += 1;
+        id
+    }
+
+    /// The raw consumer reads its AddBuffers and the frame `seq` in buffer `id`.
+    fn raw_takes(&mut self, buffers: usize, id: u32, seq: u64) {
+        for _ in 0..buffers {
+            assert!(matches!(recv(&mut self.raw), Message::AddBuffer { .. }));
+        }
+        match recv(&mut self.raw) {
+            Message::Frame(f) => assert_eq!((f.id, f.seq), (id, seq)),
+            m => panic!("expected frame {seq}, got {m:?}"),
+        }
+    }
+
+    /// Serves until the raw consumer is gone, counted as `left` or `evicted`.
+    fn serve_until_gone(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        while self.publisher.consumers().len() > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the raw consumer is still served"
+            );
+            self.publisher
+                .dispatch(Some(Duration::from_millis(100)))
+                .unwrap();
+        }
+    }
+
+    /// The stream goes on without the raw consumer: `more` frames, then the end; the good
+    /// consumer verified every frame of the stream.
+    fn finish(mut self, more: u64) -> frameshare::bus::PublisherStats {
+        for _ in 0..more {
+            self.publish();
+        }
+        let total = self.seq;
+        let stats = self.publisher.finish().unwrap();
+        assert_eq!(stats.published, total);
+        let good = self.good.join().unwrap();
+        assert_eq!(good.error, None, "{good:?}");
+        assert_eq!(good.frames_delivered, total, "{good:?}");
+        assert_eq!(good.frames_verified, total, "{good:?}");
+        assert_eq!(good.ended.as_deref(), Some("stream ended"));
+        stats
+    }
+}
+
+#[test]
+fn double_release_is_rejected_by_the_producer_which_goes_on() {
+    capture_logs();
+    let mut s = Scene::new("double-releaser", 0, 2, PublisherOptions::default());
+    let id = s.publish();
+    s.raw_takes(2, id, 0);
+    let release = Message::Release {
+        id,
+        seq: 0,
+        flags: 0,
+    };
+    s.raw.send(&release, &[]).unwrap();
+    s.raw.send(&release, &[]).unwrap();
+    s.serve_until_gone();
+    expect_bye(&mut s.raw, ByeCode::Protocol, "double release");
+    assert_eq!(s.publisher.stats().left, 1);
+    let log = logged(&["double-releaser (pid", "double release"]);
+    assert_eq!(log.len(), 1, "{log:?}");
+    let stats = s.finish(10);
+    assert_eq!((stats.joined, stats.left, stats.evicted), (2, 2, 0));
+}
+
+/// A consumer that dies holding a frame is forgotten at once: the buffer comes back, the
+/// publisher goes on (no error, no wait for a stall timeout).
+#[test]
+fn a_consumer_that_dies_is_forgotten_at_once() {
+    capture_logs();
+    let mut publisher = Publisher::new(PublisherOptions::default()).unwrap();
+    let (ours, mut raw) = Channel::pair().unwrap();
+    publisher.add_connection(ours, false).unwrap();
+    raw_consumer(&mut raw, 0, "mortal");
+    assert!(publisher.wait_for_consumers(1, Some(WAIT)).unwrap());
+    publisher.set_buffers(memfd_buffers(1)).unwrap();
+    let loan = publisher.loan().unwrap().expect("the one buffer");
+    let id = loan.id();
+    loan.publish(0).unwrap();
+    assert!(matches!(recv(&mut raw), Message::AddBuffer { .. }));
+    let (msg, fds) = raw.recv_timeout(Some(WAIT)).unwrap();
+    assert!(matches!(msg, Message::Frame(_)), "{msg:?}");
+    // Dies holding frame 0 in the only buffer.
+    drop((raw, fds));
+    let t = Instant::now();
+    let loan = publisher.loan().unwrap().expect("the buffer came back");
+    assert_eq!(loan.id(), id);
+    drop(loan);
+    assert!(t.elapsed() < WAIT, "{:?}", t.elapsed());
+    assert!(publisher.consumers().is_empty());
+    assert_eq!(publisher.stats().left, 1);
+    assert_eq!(
+        logged(&["mortal (pid", "left", "peer closed"]).len(),
+        1,
+        "{:?}",
+        logged(&["mortal"])
+    );
+}
+
+/// A consumer that holds its frames past the stall timeout is evicted with a Bye saying so;
+/// the stream goes on for the others, which lose no frame.
+#[test]
+fn a_consumer_that_keeps_its_frames_is_evicted() {
+    capture_logs();
+    let stall = Duration::from_millis(300);
+    let opts = PublisherOptions {
+        stall_timeout: stall,
+        ..PublisherOptions::default()
+    };
+    let mut s = Scene::new("hoarder", 0, 2, opts);
+    let first = Instant::now();
+    let a = s.publish();
+    let b = s.publish();
+    s.raw_takes(2, a, 0);
+    assert!(matches!(recv(&mut s.raw), Message::Frame(f) if f.id == b && f.seq == 1));
+    // Both buffers are with the hoarder: the next loan waits for its eviction.
+    s.publish();
+    let waited = first.elapsed();
+    assert!(
+        waited >= stall,
+        "evicted after {waited:?}, before {stall:?}"
+    );
+    let reason = expect_bye(&mut s.raw, ByeCode::Evicted, "stalled: held frame 0");
+    assert!(reason.contains(&format!("{stall:?}")), "{reason}");
+    let stats = s.publisher.stats();
+    assert_eq!((stats.evicted, stats.left), (1, 0));
+    assert_eq!(logged(&["hoarder (pid", "evicted: stalled"]).len(), 1);
+    let stats = s.finish(20);
+    assert_eq!((stats.joined, stats.left, stats.evicted), (2, 1, 1));
+}
+
+/// A datagram the publisher cannot decode is a protocol error it reports back (Bye naming what
+/// was wrong), not a silent hang-up; the others are served on.
+#[test]
+fn garbage_from_a_consumer_gets_a_bye() {
+    capture_logs();
+    let mut s = Scene::new("noisy", 0, 2, PublisherOptions::default());
+    let id = s.publish();
+    s.raw_takes(2, id, 0);
+    s.raw
+        .send_raw(b"\x00\x01 not a frameshare message", &[])
+        .unwrap();
+    s.serve_until_gone();
+    expect_bye(
+        &mut s.raw,
+        ByeCode::Protocol,
+        "malformed message: bad magic",
+    );
+    assert_eq!(logged(&["noisy (pid", "malformed"]).len(), 1);
+    let stats = s.finish(10);
+    assert_eq!((stats.joined, stats.left), (2, 2));
 }
 
 /// `finish` tells a consumer that announced `FEATURE_END_OF_STREAM` that no frame follows
 /// (so a display gives back the frame it still shows), waits for the release, then says Bye.
 #[test]
 fn finish_says_end_of_stream_to_a_consumer_that_takes_it() {
-    let (p, mut c) = Channel::pair().unwrap();
-    let producer = thread::spawn(move || {
-        let mut prod = Producer::connect(p, ProducerOptions::default(), 0).unwrap();
-        prod.add_buffer(MemfdAllocator::new().allocate(&layout()).unwrap())
-            .unwrap();
-        let id = prod.acquire().unwrap().unwrap();
-        prod.submit(id, 41, None).unwrap();
-        prod.finish()
-    });
+    let mut publisher = Publisher::new(PublisherOptions::default()).unwrap();
+    let (ours, mut c) = Channel::pair().unwrap();
+    publisher.add_connection(ours, false).unwrap();
     raw_consumer(&mut c, wire::FEATURE_END_OF_STREAM, "display");
-    assert!(matches!(c.recv().unwrap().0, Message::AddBuffer { .. }));
-    assert!(matches!(
-        c.recv().unwrap().0,
-        Message::Frame { seq: 41, .. }
-    ));
-    // The frame stays "on screen" until the end of the stream is announced.
-    assert_eq!(
-        c.recv_timeout(Some(Duration::from_secs(5))).unwrap().0,
-        Message::EndOfStream { last_seq: 41 }
-    );
-    let release = Message::Release {
-        id: 0,
-        seq: 41,
-        flags: 0,
-    };
-    c.send(&release, &[]).unwrap();
-    assert!(matches!(
-        c.recv().unwrap().0,
-        Message::Bye {
-            code: wire::BYE_DONE,
-            ..
+    assert!(publisher.wait_for_consumers(1, Some(WAIT)).unwrap());
+    publisher.set_buffers(memfd_buffers(1)).unwrap();
+    let loan = publisher.loan().unwrap().unwrap();
+    let id = loan.id();
+    loan.publish(41).unwrap();
+    let display = thread::spawn(move || {
+        assert!(matches!(recv(&mut c), Message::AddBuffer { .. }));
+        assert!(matches!(recv(&mut c), Message::Frame(f) if f.seq == 41));
+        // The frame stays "on screen" until the end of the stream is announced.
+        assert_eq!(recv(&mut c), Message::EndOfStream { last_seq: 41 });
+        let release = Message::Release {
+            id,
+            seq: 41,
+            flags: 0,
+        };
+        c.send(&release, &[]).unwrap();
+        expect_bye(&mut c, ByeCode::Done, "stream ended");
+    });
+    let stats = publisher.finish().unwrap();
+    display.join().unwrap();
+    assert_eq!((stats.published, stats.joined, stats.left), (1, 1, 1));
+}
+
+// ---- the version rule ----
+
+/// `msg` encoded with protocol version `version` in its header.
+fn encoded_as(version: u16, msg: &Message) -> Vec<u8> {
+    let mut b = Vec::new();
+    msg.encode(&mut b);
+    b[4..6].copy_from_slice(&version.to_le_bytes());
+    b
+}
+
+/// Reads one raw datagram (a message in another version's encoding).
+fn recv_raw(chan: &Channel) -> Vec<u8> {
+    assert!(readable(chan, WAIT), "nothing from the peer");
+    let mut buf = vec![0u8; wire::MAX_MESSAGE];
+    let (n, _) = rustix::net::recv(chan, &mut buf[..], rustix::net::RecvFlags::empty()).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// The Bye a peer of version 1 gets: in version 1's encoding, naming both versions.
+fn expect_v1_bye(bytes: &[u8], needle: &str) {
+    assert_eq!(Message::peek_version(bytes), Some(1), "{bytes:?}");
+    // The Bye's layout is the same in every version: re-stamped, it decodes as ours.
+    let mut ours = bytes.to_vec();
+    ours[4..6].copy_from_slice(&wire::VERSION.to_le_bytes());
+    match Message::decode(&ours, 0).unwrap() {
+        Message::Bye { code, reason } => {
+            assert_eq!(code, ByeCode::Version, "{reason}");
+            assert!(reason.contains(needle), "{reason:?} should say {needle:?}");
         }
-    ));
-    let stats = producer.join().unwrap().unwrap();
-    assert_eq!((stats.produced, stats.released), (1, 1));
+        m => panic!("expected Bye, got {m:?}"),
+    }
+}
+
+#[test]
+fn a_version_1_consumer_gets_a_version_1_bye() {
+    let mut publisher = Publisher::new(PublisherOptions::default()).unwrap();
+    let (ours, mut old) = Channel::pair().unwrap();
+    publisher.add_connection(ours, false).unwrap();
+    assert!(matches!(recv(&mut old), Message::Hello(_)));
+    let hello = Message::Hello(Hello {
+        role: Role::Consumer,
+        name: "old".into(),
+        ..Hello::default()
+    });
+    old.send_raw(&encoded_as(1, &hello), &[]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while publisher.stats().refused == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the old consumer was not answered"
+        );
+        publisher
+            .dispatch(Some(Duration::from_millis(100)))
+            .unwrap();
+    }
+    expect_v1_bye(
+        &recv_raw(&old),
+        &format!(
+            "this producer speaks frameshare protocol version {}, the consumer 1",
+            wire::VERSION
+        ),
+    );
+    // And the session is over.
+    assert_eq!(recv_raw(&old), Vec::<u8>::new());
+    assert_eq!(publisher.stats().joined, 0);
+}
+
+#[test]
+fn a_version_1_producer_gets_a_version_1_bye() {
+    let (old, c) = Channel::pair().unwrap();
+    let t = thread::spawn(move || Subscriber::from_channel(c, SubscriberOptions::default()));
+    old.send_raw(&encoded_as(1, &producer_hello()), &[])
+        .unwrap();
+    let err = t.join().unwrap().unwrap_err();
+    let why = format!(
+        "this consumer speaks frameshare protocol version {}, the producer 1",
+        wire::VERSION
+    );
+    assert!(
+        matches!(&err, SubscribeError::Bye { code: ByeCode::Version, reason } if *reason == why),
+        "{err}"
+    );
+    expect_v1_bye(&recv_raw(&old), &why);
 }
