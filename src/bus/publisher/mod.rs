@@ -324,9 +324,8 @@ impl Publisher {
     /// [`WhenFull::Wait`] this serves consumers until one gives a buffer back.
     pub fn loan(&mut self) -> Result<Option<Loan<'_>>, PublishError> {
         self.dispatch(Some(Duration::ZERO))?;
-        let mut fenced = Vec::new();
         loop {
-            match self.pool.next_free(&fenced) {
+            match self.pool.next_free() {
                 Some(id) => match self.wait_release_fences(id) {
                     Ok(()) => {
                         let slot = self
@@ -343,13 +342,14 @@ impl Publisher {
                             sent: false,
                         }));
                     }
-                    Err(()) => fenced.push(id),
+                    Err(()) => {
+                        // Its readers may still be reading: never written now. The frame is
+                        // late by the fence timeout already: it is dropped, and the next loan
+                        // tries the other buffers first.
+                        self.stats.dropped += 1;
+                        return Ok(None);
+                    }
                 },
-                None if !fenced.is_empty() => {
-                    // Buffers whose consumers may still be reading: never written now.
-                    self.stats.dropped += 1;
-                    return Ok(None);
-                }
                 None if self.opts.when_full == WhenFull::Drop || self.pool.len() == 0 => {
                     self.stats.dropped += 1;
                     return Ok(None);

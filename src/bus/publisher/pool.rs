@@ -94,12 +94,12 @@ impl Pool {
 
     /// The next free, non-retiring slot after the last one handed out (so a slot whose release
     /// fence timed out is tried again last).
-    pub(super) fn next_free(&mut self, skip: &[u32]) -> Option<u32> {
+    pub(super) fn next_free(&mut self) -> Option<u32> {
         let n = self.slots.len();
         let found = (0..n).map(|k| (self.cursor + k) % n).find(|&i| {
-            self.slots[i].as_ref().is_some_and(|s| {
-                s.state == SlotState::Free && !s.retiring && !skip.contains(&(i as u32))
-            })
+            self.slots[i]
+                .as_ref()
+                .is_some_and(|s| s.state == SlotState::Free && !s.retiring)
         })?;
         self.cursor = (found + 1) % n;
         Some(found as u32)
