@@ -14,17 +14,17 @@ use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{need, run_json};
+use common::{capture_logs, generator, generator_options, logged, need, run_json};
 use frameshare::alloc;
 use frameshare::buffer::{Access, Buffer, BufferMapping};
-use frameshare::bus::consumer::{Consumer, ConsumerCaps, Event, IncomingFrame};
-use frameshare::bus::producer::{AcquireFenceMode, PoolPolicy, Producer, ProducerOptions};
-use frameshare::bus::socket::{Channel, ChannelError};
-use frameshare::bus::{all_kinds, wire, SessionError};
+use frameshare::bus::{
+    ByeCode, Channel, Frame, Publisher, PublisherOptions, SubscribeError, Subscriber,
+    SubscriberEvent, SubscriberOptions,
+};
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::pipeline::{self, ProduceOptions, ProduceReport};
+use frameshare::pipeline::{self, ConsumeOptions, ProduceOptions, ProduceReport};
 use frameshare::sink::verify::VerifySink;
-use frameshare::source::{Generator, Pattern, Scene};
+use frameshare::source::{Generator, GeneratorSource, Pattern, Scene};
 use frameshare::sync::sw_sync::SW_SYNC_PATH;
 use frameshare::sync::{
     export_sync_file, import_sync_file, FenceAccess, FenceError, FenceStatus, SwSyncTimeline,
@@ -43,36 +43,39 @@ fn pipeline_alloc() -> &'static str {
     }
 }
 
-fn caps() -> ConsumerCaps {
-    ConsumerCaps {
-        features: wire::FEATURE_FENCES,
-        kinds: all_kinds(),
-        formats: Vec::new(),
-        name: "fence-test".into(),
-    }
-}
-
 fn layout() -> FrameLayout {
     FrameLayout::linear(Fourcc::XR24, 160, 120, 64).unwrap()
 }
 
+/// A publisher (in a thread, options `opts`) of `frames` frames of the generator (as `source`
+/// makes it) in `buffers` buffers to one consumer: the subscriber returned (for a
+/// hand-written consumer).
 fn spawn_producer(
-    chan: Channel,
     buffers: usize,
     frames: u64,
-    session: ProducerOptions,
-) -> thread::JoinHandle<Result<ProduceReport, pipeline::PipelineError>> {
-    let opts = ProduceOptions {
-        alloc: pipeline_alloc().into(),
-        layout: layout(),
-        buffers,
-        frames,
-        pattern: Pattern::MovingBox,
-        fps: None,
-        session,
-        progress: None,
+    opts: PublisherOptions,
+    source: impl FnOnce(GeneratorSource) -> GeneratorSource,
+) -> (
+    thread::JoinHandle<Result<ProduceReport, pipeline::PipelineError>>,
+    Subscriber,
+) {
+    let (ours, theirs) = Channel::pair().unwrap();
+    let mut source = source(generator(pipeline_alloc(), &layout(), buffers));
+    let producer = thread::spawn(move || {
+        let mut publisher = Publisher::new(opts)?;
+        publisher.add_connection(ours, true)?;
+        let popts = ProduceOptions {
+            frames: Some(frames),
+            wait_for: 1,
+            ..ProduceOptions::default()
+        };
+        pipeline::produce(publisher, &mut source, &popts)
+    });
+    let opts = SubscriberOptions {
+        name: "fence-test".into(),
+        ..SubscriberOptions::default()
     };
-    thread::spawn(move || pipeline::produce(chan, &opts))
+    (producer, Subscriber::from_channel(theirs, opts).unwrap())
 }
 
 /// A hand-written consumer's view of the pool: read-only mappings and the generator's scene.
@@ -82,8 +85,12 @@ struct Checker {
 }
 
 impl Checker {
-    fn new(consumer: &Consumer) -> Checker {
-        let pattern: Pattern = consumer.peer().name["generator:".len()..].parse().unwrap();
+    /// From the first event, the producer's Hello: its pattern.
+    fn new(sub: &mut Subscriber) -> Checker {
+        let SubscriberEvent::Connected { producer, .. } = sub.next(Some(WAIT)).unwrap() else {
+            panic!("the first event is Connected");
+        };
+        let pattern: Pattern = producer.pattern.as_deref().unwrap().parse().unwrap();
         Checker {
             scene: Scene::new(pattern, &layout()),
             maps: HashMap::new(),
@@ -100,10 +107,22 @@ impl Checker {
         let access = m.access(Access::Read).unwrap();
         self.scene.frame(seq).verify(&access).is_ok()
     }
+
+    fn holds_frame(&mut self, f: &Frame) -> bool {
+        self.holds(f.id, f.seq)
+    }
 }
 
-fn is_timeout(r: &Result<Event, SessionError>) -> bool {
-    matches!(r, Err(SessionError::Channel(ChannelError::Timeout(_))))
+const WAIT: Duration = Duration::from_secs(10);
+
+fn is_timeout(r: &Result<SubscriberEvent, SubscribeError>) -> bool {
+    matches!(r, Err(SubscribeError::Timeout(_)))
+}
+
+/// The stream ended normally.
+fn ended_done(code: ByeCode, reason: &str) {
+    assert_eq!(code, ByeCode::Done, "{reason}");
+    assert_eq!(reason, "stream ended");
 }
 
 #[test]
@@ -296,43 +315,35 @@ fn acquire_fence_mode_sends_before_writing() {
     }
     let delay = Duration::from_millis(100);
     let frames = 8;
-    let (p, c) = Channel::pair().unwrap();
-    let producer = spawn_producer(
-        p,
-        2,
-        frames,
-        ProducerOptions {
-            acquire_fence: AcquireFenceMode::SwSyncLate { delay },
-            ..Default::default()
-        },
-    );
-    let mut consumer = Consumer::accept(c, &caps()).unwrap();
-    let mut check = Checker::new(&consumer);
+    let (producer, mut sub) = spawn_producer(2, frames, generator_options(), |g| {
+        g.with_late_acquire_fence(delay).unwrap()
+    });
+    let mut check = Checker::new(&mut sub);
     let (mut stale, mut good) = (0, 0);
     let mut waits = Vec::new();
     loop {
-        match consumer.next_event(Some(Duration::from_secs(10))).unwrap() {
-            Event::BufferAdded(id) => check.add(id, &consumer.buffer(id).unwrap().clone()),
-            Event::Frame(IncomingFrame {
-                id, seq, acquire, ..
-            }) => {
-                let fence = acquire.expect("every frame carries an acquire fence");
+        match sub.next(Some(WAIT)).unwrap() {
+            SubscriberEvent::BufferAdded { id, buffer } => check.add(id, &buffer),
+            SubscriberEvent::Frame(mut f) => {
+                let fence = f
+                    .take_acquire_fence()
+                    .expect("every frame carries an acquire fence");
                 assert_eq!(fence.status().unwrap(), FenceStatus::Active);
-                if !check.holds(id, seq) {
+                if !check.holds_frame(&f) {
                     stale += 1;
                 }
                 let t = Instant::now();
                 fence.wait(Duration::from_secs(2)).unwrap();
                 waits.push(t.elapsed());
-                if check.holds(id, seq) {
+                if check.holds_frame(&f) {
                     good += 1;
                 }
-                consumer.release(id, seq, None).unwrap();
+                f.release(None).unwrap();
             }
             // Every frame was released already: nothing to give back.
-            Event::EndOfStream { .. } => {}
-            Event::Bye { code, reason } => {
-                assert_eq!(code, wire::BYE_DONE, "{reason}");
+            SubscriberEvent::EndOfStream { .. } => {}
+            SubscriberEvent::Ended { code, reason } => {
+                ended_done(code, &reason);
                 break;
             }
             other => panic!("unexpected {other:?}"),
@@ -359,65 +370,57 @@ fn producer_waits_for_release_fences_before_rewriting() {
     }
     let frames = 5;
     let hold = Duration::from_millis(300);
-    let (p, c) = Channel::pair().unwrap();
     // One buffer: every frame after the first must wait for the previous release fence.
-    let producer = spawn_producer(
-        p,
-        1,
-        frames,
-        ProducerOptions {
-            policy: PoolPolicy::Wait,
-            fence_timeout: Duration::from_secs(5),
-            ..Default::default()
-        },
-    );
-    let mut consumer = Consumer::accept(c, &caps()).unwrap();
-    let mut check = Checker::new(&consumer);
+    let opts = PublisherOptions {
+        fence_timeout: Duration::from_secs(5),
+        ..generator_options()
+    };
+    let (producer, mut sub) = spawn_producer(1, frames, opts, |g| g);
+    let mut check = Checker::new(&mut sub);
     let tl = SwSyncTimeline::open().unwrap();
-    let mut pending: Option<Event> = None;
+    let mut pending: Option<SubscriberEvent> = None;
     let mut seen = 0;
     let mut resume = Vec::new();
     loop {
         let event = match pending.take() {
             Some(e) => e,
-            None => consumer.next_event(Some(Duration::from_secs(10))).unwrap(),
+            None => sub.next(Some(WAIT)).unwrap(),
         };
         match event {
-            Event::BufferAdded(id) => check.add(id, &consumer.buffer(id).unwrap().clone()),
-            Event::Frame(f) => {
+            SubscriberEvent::BufferAdded { id, buffer } => check.add(id, &buffer),
+            SubscriberEvent::Frame(f) => {
                 seen += 1;
-                assert!(check.holds(f.id, f.seq), "frame {} pixels", f.seq);
+                let (id, seq) = (f.id, f.seq);
+                assert!(check.holds(id, seq), "frame {seq} pixels");
                 let fence = tl.create_fence(tl.value() + 1).unwrap();
-                consumer.release(f.id, f.seq, Some(fence)).unwrap();
+                f.release(Some(fence)).unwrap();
                 // Released, but fenced: the producer must neither send nor write the buffer.
-                let next = consumer.next_event(Some(hold));
+                let next = sub.next(Some(hold));
                 if seen < frames {
                     assert!(
                         is_timeout(&next),
-                        "frame {}: producer went on before the release fence signalled: {next:?}",
-                        f.seq
+                        "frame {seq}: producer went on before the release fence signalled: {next:?}"
                     );
                 }
                 assert!(
-                    check.holds(f.id, f.seq),
-                    "frame {}: buffer rewritten under an unsignalled release fence",
-                    f.seq
+                    check.holds(id, seq),
+                    "frame {seq}: buffer rewritten under an unsignalled release fence"
                 );
                 let t = Instant::now();
                 tl.advance(1).unwrap();
                 if seen < frames {
-                    let e = consumer.next_event(Some(Duration::from_secs(5))).unwrap();
+                    let e = sub.next(Some(Duration::from_secs(5))).unwrap();
                     resume.push(t.elapsed());
-                    assert!(matches!(e, Event::Frame(_)), "{e:?}");
+                    assert!(matches!(e, SubscriberEvent::Frame(_)), "{e:?}");
                     pending = Some(e);
                 } else if let Ok(e) = next {
                     pending = Some(e);
                 }
             }
             // Every frame was released already: nothing to give back.
-            Event::EndOfStream { .. } => {}
-            Event::Bye { code, reason } => {
-                assert_eq!(code, wire::BYE_DONE, "{reason}");
+            SubscriberEvent::EndOfStream { .. } => {}
+            SubscriberEvent::Ended { code, reason } => {
+                ended_done(code, &reason);
                 break;
             }
             other => panic!("unexpected {other:?}"),
@@ -442,28 +445,23 @@ fn never_signalling_release_fence_drops_frames_and_the_session_goes_on() {
     if !sw_sync() {
         return;
     }
+    capture_logs();
     let frames = 10;
-    let (p, c) = Channel::pair().unwrap();
-    let producer = spawn_producer(
-        p,
-        2,
-        frames,
-        ProducerOptions {
-            fence_timeout: Duration::from_millis(200),
-            ..Default::default()
-        },
-    );
-    let mut consumer = Consumer::accept(c, &caps()).unwrap();
-    let mut check = Checker::new(&consumer);
+    let opts = PublisherOptions {
+        fence_timeout: Duration::from_millis(200),
+        ..generator_options()
+    };
+    let (producer, mut sub) = spawn_producer(2, frames, opts, |g| g);
+    let mut check = Checker::new(&mut sub);
     let tl = SwSyncTimeline::open().unwrap(); // never advanced; alive until the end
     let mut poisoned = None;
     let mut delivered = 0;
     loop {
-        match consumer.next_event(Some(Duration::from_secs(10))).unwrap() {
-            Event::BufferAdded(id) => check.add(id, &consumer.buffer(id).unwrap().clone()),
-            Event::Frame(f) => {
+        match sub.next(Some(WAIT)).unwrap() {
+            SubscriberEvent::BufferAdded { id, buffer } => check.add(id, &buffer),
+            SubscriberEvent::Frame(f) => {
                 delivered += 1;
-                assert!(check.holds(f.id, f.seq), "frame {}", f.seq);
+                assert!(check.holds_frame(&f), "frame {}", f.seq);
                 assert_ne!(
                     Some(f.id),
                     poisoned,
@@ -476,12 +474,12 @@ fn never_signalling_release_fence_drops_frames_and_the_session_goes_on() {
                 } else {
                     None
                 };
-                consumer.release(f.id, f.seq, fence).unwrap();
+                f.release(fence).unwrap();
             }
             // Every frame was released already: nothing to give back.
-            Event::EndOfStream { .. } => {}
-            Event::Bye { code, reason } => {
-                assert_eq!(code, wire::BYE_DONE, "{reason}");
+            SubscriberEvent::EndOfStream { .. } => {}
+            SubscriberEvent::Ended { code, reason } => {
+                ended_done(code, &reason);
                 break;
             }
             other => panic!("unexpected {other:?}"),
@@ -493,11 +491,12 @@ fn never_signalling_release_fence_drops_frames_and_the_session_goes_on() {
     assert_eq!(report.fence_timeouts, report.frames_dropped, "{report:?}");
     assert_eq!(report.frames_produced + report.frames_dropped, frames);
     assert_eq!(report.frames_produced, delivered);
-    let err = report.last_error.as_deref().unwrap_or_default();
-    assert!(
-        err.contains("release fence") && err.contains("did not signal"),
-        "{err:?}"
-    );
+    let said = logged(&[
+        &format!("buffer {}: release fence", poisoned.unwrap()),
+        "did not signal",
+        "frame dropped",
+    ]);
+    assert_eq!(said.len() as u64, report.fence_timeouts, "{said:?}");
     drop(tl);
 }
 
@@ -506,35 +505,32 @@ fn never_signalling_acquire_fence_drops_the_frame_and_the_session_goes_on() {
     if !sw_sync() {
         return;
     }
-    let (p, c) = Channel::pair().unwrap();
+    let (ours, theirs) = Channel::pair().unwrap();
+    let mut publisher = Publisher::new(generator_options()).unwrap();
+    publisher.add_connection(ours, true).unwrap();
     let consumer = thread::spawn(move || {
         let mut sink = VerifySink::new();
-        pipeline::consume(c, &mut sink)
+        let mut sub = Subscriber::from_channel(theirs, common::subscriber_options(&sink))?;
+        pipeline::consume(&mut sub, &mut sink, &ConsumeOptions::default())
     });
-    let mut prod = Producer::connect(
-        p,
-        ProducerOptions {
-            name: "generator:box".into(),
-            ..Default::default()
-        },
-        wire::FEATURE_FENCES,
-    )
-    .unwrap();
+    assert!(publisher.wait_for_consumers(1, Some(WAIT)).unwrap());
     let (mut a, _) = alloc::open(pipeline_alloc()).unwrap();
-    for _ in 0..2 {
-        prod.add_buffer(a.allocate(&layout()).unwrap()).unwrap();
-    }
+    let buffers = (0..2).map(|_| a.allocate(&layout()).unwrap()).collect();
+    publisher.set_buffers(buffers).unwrap();
     let mut gen = Generator::new(Pattern::MovingBox, &layout());
     let tl = SwSyncTimeline::open().unwrap();
     for seq in 0..3u64 {
-        let id = prod.acquire().unwrap().unwrap();
-        gen.fill(id, &mut prod.write_access(id).unwrap(), seq);
+        let mut loan = publisher.loan().unwrap().unwrap();
+        let id = loan.id();
+        gen.fill(id, &mut loan.write().unwrap(), seq);
         // Frame 1's acquire fence never signals.
-        let fence = (seq == 1).then(|| tl.create_fence(1).unwrap());
-        prod.submit(id, seq, fence).unwrap();
+        if seq == 1 {
+            loan.set_acquire_fence(tl.create_fence(1).unwrap());
+        }
+        loan.publish(seq).unwrap();
     }
-    let stats = prod.finish().unwrap();
-    assert_eq!(stats.produced, 3);
+    let stats = publisher.finish().unwrap();
+    assert_eq!(stats.published, 3);
     let report = consumer.join().unwrap().unwrap();
     assert_eq!(report.error, None);
     assert_eq!(report.frames_delivered, 3);
