@@ -357,62 +357,125 @@ fn gbm_allocator_on_each_node() {
     m.access(Access::Write).unwrap().row_mut(0, 0)[0] = 7;
 }
 
+/// A sink that records what the sink it wraps gives back: (buffer, frame, with a fence).
+struct Recording<S> {
+    inner: S,
+    released: Vec<(u32, u64, bool)>,
+}
+
+impl<S: frameshare::sink::Sink> frameshare::sink::Sink for Recording<S> {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn caps(&self) -> frameshare::sink::SinkCaps {
+        self.inner.caps()
+    }
+    fn start(
+        &mut self,
+        s: &frameshare::sink::StreamInfo,
+    ) -> Result<(), frameshare::sink::SinkError> {
+        self.inner.start(s)
+    }
+    fn add_buffer(&mut self, id: u32, b: &Buffer) -> Result<(), frameshare::sink::SinkError> {
+        self.inner.add_buffer(id, b)
+    }
+    fn remove_buffer(&mut self, id: u32) {
+        self.inner.remove_buffer(id)
+    }
+    fn frame(
+        &mut self,
+        f: frameshare::sink::FrameIn<'_>,
+    ) -> Result<frameshare::sink::FrameOut, frameshare::sink::SinkError> {
+        self.inner.frame(f)
+    }
+    fn holds_frames(&self) -> bool {
+        self.inner.holds_frames()
+    }
+    fn take_released(&mut self) -> Vec<frameshare::sink::HeldRelease> {
+        let r = self.inner.take_released();
+        self.released
+            .extend(r.iter().map(|h| (h.id, h.seq, h.release.is_some())));
+        r
+    }
+    fn idle(&mut self) -> Result<(), frameshare::sink::SinkError> {
+        self.inner.idle()
+    }
+    fn finish(&mut self) -> Result<(), frameshare::sink::SinkError> {
+        self.inner.finish()
+    }
+}
+
 /// Held releases through the pipeline: the KMS sink keeps the frame on screen, so its buffer
 /// goes back only once the next frame replaced it — with the replacing commit's out-fence as
 /// its release fence — and the last frame comes back when the stream goes idle (plane off),
 /// so the producer's final drain does not stall.
 #[test]
 fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
-    use frameshare::bus::producer::{Producer, ProducerOptions};
-    use frameshare::bus::socket::Channel;
-    use frameshare::bus::wire;
+    use frameshare::bus::{Channel, Publisher, PublisherOptions, Subscriber};
+    use frameshare::meta::FrameMeta;
     use std::time::Instant;
     let Some(_display) = vkms() else {
         return;
     };
     let (ours, theirs) = Channel::pair().unwrap();
     let consumer = std::thread::spawn(move || {
-        let mut kms = sink(false);
-        frameshare::pipeline::consume(theirs, &mut kms).unwrap()
+        let mut kms = Recording {
+            inner: sink(false),
+            released: Vec::new(),
+        };
+        let opts = common::subscriber_options(&kms);
+        let mut sub = Subscriber::from_channel(theirs, opts).unwrap();
+        let report =
+            frameshare::pipeline::consume(&mut sub, &mut kms, &Default::default()).unwrap();
+        (report, kms.released)
     });
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
-    let mut p = Producer::connect(ours, ProducerOptions::default(), wire::FEATURE_FENCES).unwrap();
-    for b in pool("dma-heap", &layout, 3) {
-        p.add_buffer(b).unwrap();
-    }
-    p.submit(0, 0, None).unwrap();
+    let mut p = Publisher::new(PublisherOptions::default()).unwrap();
+    p.add_connection(ours, true).unwrap();
+    assert!(p
+        .wait_for_consumers(1, Some(Duration::from_secs(30)))
+        .unwrap());
+    let ids = p.set_buffers(pool("dma-heap", &layout, 3)).unwrap();
+    let held = |p: &Publisher| p.status().consumers[0].held;
+    // Serves the consumer until a buffer comes back (its release fence waited for) or `limit`.
+    let released_within = |p: &mut Publisher, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = p.take_released();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !r.is_empty() || left.is_zero() {
+                return r;
+            }
+            p.dispatch(Some(left)).unwrap();
+        }
+    };
+    p.publish(ids[0], 0, FrameMeta::default(), None).unwrap();
     // Frame 0 is on screen: buffer 0 stays with the consumer.
-    let r = p.take_released(Some(Duration::from_millis(150))).unwrap();
+    let r = released_within(&mut p, Duration::from_millis(150));
     assert!(r.is_empty(), "released while on screen: {r:?}");
-    assert_eq!(p.held_count(), 1);
-    p.submit(1, 1, None).unwrap();
-    let r = p.take_released(Some(Duration::from_secs(3))).unwrap();
-    assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0].0, 0, "{r:?}");
-    let fence = r[0]
-        .1
-        .as_ref()
-        .expect("the out-fence of the replacing commit");
-    fence.wait(Duration::from_secs(3)).unwrap();
+    assert_eq!(held(&p), 1);
+    p.publish(ids[1], 1, FrameMeta::default(), None).unwrap();
+    let r = released_within(&mut p, Duration::from_secs(3));
+    assert_eq!(r, [ids[0]]);
     // The stream goes idle: the last frame comes back after the idle timeout, with no fence
     // (the plane is already off).
     let t = Instant::now();
-    let r = p.take_released(Some(Duration::from_secs(5))).unwrap();
+    let r = released_within(&mut p, Duration::from_secs(5));
     let waited = t.elapsed();
-    assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0].0, 1, "{r:?}");
-    assert!(r[0].1.is_none(), "{r:?}");
+    assert_eq!(r, [ids[1]]);
     assert!(
         waited >= frameshare::sink::IDLE_TIMEOUT / 2,
         "the last frame came back after {waited:?}, before the idle timeout"
     );
-    assert_eq!(p.held_count(), 0);
+    assert_eq!(held(&p), 0);
     let t = Instant::now();
     p.finish().unwrap();
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
-    let report = consumer.join().unwrap();
+    let (report, released) = consumer.join().unwrap();
     assert_eq!(report.frames_delivered, 2);
     assert!(report.error.is_none(), "{report:?}");
+    // Frame 0 went back with the out-fence of the commit that replaced it, frame 1 with none.
+    assert_eq!(released, [(ids[0], 0, true), (ids[1], 1, false)]);
 }
 
 /// The two-process generator → KMS run with held releases still paces and drains: 60 frames

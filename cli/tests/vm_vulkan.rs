@@ -8,50 +8,43 @@ mod common;
 
 use std::time::Duration;
 
-use frameshare::bus::producer::{AcquireFenceMode, ProducerOptions};
-use frameshare::bus::socket::Channel;
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::pipeline::{self, ConsumeReport, ProduceOptions, ProduceReport};
+use frameshare::pipeline::{ConsumeReport, ProduceReport};
 use frameshare::sink::vulkan::{ImportMode, ImportPath, VulkanOptions, VulkanSink, VulkanStats};
-use frameshare::source::Pattern;
 
 fn vm_ready() -> bool {
     common::need("/dev/dma_heap/system") && common::need("/dev/udmabuf")
 }
 
-/// Producer (a thread) and a Vulkan sink (this thread) over a socketpair, in one process.
+/// Producer (a thread) and a Vulkan sink (this thread) over a socketpair, in one process;
+/// with `late_acquire`, each frame is sent with a sw_sync acquire fence before its pixels are
+/// written, and the fence signals that long later.
 fn run_in_process(
     alloc: &str,
     fourcc: Fourcc,
     size: (u32, u32),
     frames: u64,
     mode: ImportMode,
-    acquire: AcquireFenceMode,
+    late_acquire: Option<Duration>,
 ) -> (ProduceReport, ConsumeReport, VulkanStats) {
     let layout = FrameLayout::linear(fourcc, size.0, size.1, 256).unwrap();
-    let opts = ProduceOptions {
-        alloc: alloc.into(),
-        layout,
-        buffers: 3,
-        frames,
-        pattern: Pattern::MovingBox,
-        fps: None,
-        session: ProducerOptions {
-            acquire_fence: acquire,
-            release_timeout: Duration::from_secs(120),
-            ..Default::default()
-        },
-        progress: None,
+    let mut source = common::generator(alloc, &layout, 3);
+    if let Some(delay) = late_acquire {
+        source = source.with_late_acquire_fence(delay).unwrap();
+    }
+    // lavapipe under TCG is slow: a frame may take long to come back.
+    let opts = frameshare::bus::PublisherOptions {
+        stall_timeout: Duration::from_secs(120),
+        ..common::generator_options()
     };
     let mut sink = VulkanSink::new(VulkanOptions {
         mode,
         ..Default::default()
     })
     .expect("the Vulkan sink opens inside the VM");
-    let (a, b) = Channel::pair().unwrap();
-    let producer = std::thread::spawn(move || pipeline::produce(a, &opts));
-    let consumed = pipeline::consume(b, &mut sink).expect("consumer");
-    let produced = producer.join().unwrap().expect("producer");
+    let (produced, consumed) = common::in_process(opts, source, frames, &mut sink);
+    let consumed = consumed.expect("consumer");
+    let produced = produced.expect("producer");
     (produced, consumed, sink.stats().clone())
 }
 
@@ -79,8 +72,7 @@ fn dma_bufs_import_as_images_and_as_buffers() {
             for fourcc in [Fourcc::XR24, Fourcc::YUYV, Fourcc::NV12] {
                 for (size, frames) in [((640, 480), 8), ((1920, 1080), 4)] {
                     let what = format!("{alloc} {fourcc} {}x{} as {path}", size.0, size.1);
-                    let (p, c, s) =
-                        run_in_process(alloc, fourcc, size, frames, mode, AcquireFenceMode::None);
+                    let (p, c, s) = run_in_process(alloc, fourcc, size, frames, mode, None);
                     check_all_verified(&what, &p, &c, frames);
                     assert_eq!(s.imports.len(), 3, "{what}: one import per buffer");
                     for i in &s.imports {
@@ -104,7 +96,7 @@ fn rg24_dma_buf_falls_back_to_the_buffer_path() {
         (642, 480),
         6,
         ImportMode::Auto,
-        AcquireFenceMode::None,
+        None,
     );
     check_all_verified("RG24", &p, &c, 6);
     assert!(s.imports.iter().all(|i| i.path == ImportPath::DmaBufBuffer));
@@ -125,9 +117,7 @@ fn acquire_fences_are_waited_on_by_the_gpu_and_release_fences_exported() {
             (640, 480),
             frames,
             ImportMode::Auto,
-            AcquireFenceMode::SwSyncLate {
-                delay: Duration::from_millis(30),
-            },
+            Some(Duration::from_millis(30)),
         );
         check_all_verified(
             &format!("{fourcc} with late acquire fences"),

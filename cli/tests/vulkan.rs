@@ -187,6 +187,7 @@ fn a_wrong_frame_is_caught_and_imports_happen_once_per_buffer() {
             seq,
             buffer: &buffer,
             acquire: None,
+            meta: &frameshare::meta::FrameMeta::default(),
         })
         .unwrap()
     };
