@@ -117,8 +117,9 @@ fn auto_says_what_it_chose() {
 }
 
 #[test]
-fn drop_policy_counts_what_it_skips() {
-    // One buffer and a slow sink (PNG encoding): the producer outruns the consumer.
+fn when_full_drop_counts_what_it_skips() {
+    // One buffer and a slow sink (PNG encoding): the producer outruns the consumer and, with
+    // `--when-full drop`, skips the frames for which no buffer is free.
     let dir = std::env::temp_dir().join(format!("frameshare-drop-{}", std::process::id()));
     let sink = format!("png:{}", dir.display());
     let s = run_json(&[
@@ -130,7 +131,7 @@ fn drop_policy_counts_what_it_skips() {
         "60",
         "--buffers",
         "1",
-        "--policy",
+        "--when-full",
         "drop",
         "--sink",
         &sink,
@@ -243,7 +244,19 @@ fn bad_arguments_are_explained() {
         (&["run", "--alloc", "floppy"][..], "unknown allocator"),
         (&["run", "--sink", "tape"][..], "unknown sink"),
         (&["run", "--size", "big"][..], "bad size"),
-        (&["run", "--policy", "maybe"][..], "unknown pool policy"),
+        (&["run", "--policy", "maybe"][..], "unknown policy"),
+        (
+            &["run", "--when-full", "maybe"][..],
+            "invalid value 'maybe'",
+        ),
+        (
+            &["run", "--stall-timeout", "0"][..],
+            "not a positive number of seconds",
+        ),
+        (
+            &["produce", "--stream", "a/b"][..],
+            "bad stream name \"a/b\"",
+        ),
     ] {
         let out = frameshare(args);
         assert!(!out.status.success(), "{args:?} should fail");
@@ -303,7 +316,8 @@ fn ls_lists_the_buffers_of_a_running_pipeline() {
     let found = loop {
         let out = frameshare(&["ls", "--json"]);
         assert!(out.status.success());
-        let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let items = ls["buffers"].as_array().unwrap().clone();
         let holders = |pid: u32| {
             items
                 .iter()
