@@ -357,14 +357,19 @@ impl Listener {
         rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode)).map_err(err("fchmod"))?;
         let addr = SocketAddrUnix::new(path).map_err(err("socket address"))?;
         rustix::net::bind(&fd, &addr).map_err(err("bind"))?;
-        // Consumers of a stream may arrive together (a pipeline starting): a full backlog.
-        rustix::net::listen(&fd, 64).map_err(err("listen"))?;
-        // Accepting never blocks: `accept` polls first, `try_accept` takes what is waiting.
-        rustix::io::ioctl_fionbio(&fd, true).map_err(err("FIONBIO"))?;
-        Ok(Listener {
+        // From here on an error drops the listener, which removes the path.
+        let listener = Listener {
             fd,
             path: path.to_owned(),
-        })
+        };
+        // The umask applies at bind (0666 became 0644, shutting out the users let in): set
+        // the mode again on the path. Until then it is only stricter than asked.
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode)).map_err(err("chmod"))?;
+        // Consumers of a stream may arrive together (a pipeline starting): a full backlog.
+        rustix::net::listen(&listener.fd, 64).map_err(err("listen"))?;
+        // Accepting never blocks: `accept` polls first, `try_accept` takes what is waiting.
+        rustix::io::ioctl_fionbio(&listener.fd, true).map_err(err("FIONBIO"))?;
+        Ok(listener)
     }
 
     /// Accepts one connection, waiting at most `timeout` (forever if `None`).
