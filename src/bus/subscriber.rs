@@ -507,7 +507,12 @@ impl Subscriber {
     fn try_connect(&mut self) -> Result<(), SubscribeError> {
         let path = self.socket_path()?;
         match Channel::connect(&path) {
-            Ok(chan) => return self.start_session(chan),
+            Ok(chan) => match self.start_session(chan) {
+                // Closed before its Hello: a producer that died as we connected (a listener
+                // still open while its process exits takes the connection). Not there yet.
+                Err(SubscribeError::Channel(ChannelError::PeerClosed)) => {}
+                r => return r,
+            },
             Err(ChannelError::Sys {
                 errno: Errno::NOENT | Errno::CONNREFUSED,
                 ..
