@@ -131,9 +131,23 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let mut state = String::from("finished");
         if let Some(mut c) = self.child.take() {
+            state = match c.try_wait() {
+                Ok(Some(s)) => format!("exited: {s}"),
+                _ => "running, killed".into(),
+            };
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- `frameshare {}` (pid {}, {state}):\n{}{}",
+                self.what,
+                self.pid,
+                std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+                std::fs::read_to_string(&self.stderr).unwrap_or_default()
+            );
         }
         let _ = std::fs::remove_file(&self.stdout);
         let _ = std::fs::remove_file(&self.stderr);
@@ -231,13 +245,13 @@ fn nothing_left(pids: &[u32], what: &str) {
 }
 
 fn produce(rt: &RuntimeDir, name: &str, extra: &[&str]) -> Proc {
-    let mut args = vec!["produce", "--stream", name, "--frames", "0"];
+    let mut args = vec!["-v", "produce", "--stream", name, "--frames", "0"];
     args.extend_from_slice(extra);
     Proc::start(rt, &args)
 }
 
 fn consume(rt: &RuntimeDir, name: &str, extra: &[&str]) -> Proc {
-    let mut args = vec!["consume", "--stream", name, "--json"];
+    let mut args = vec!["-v", "consume", "--stream", name, "--json"];
     args.extend_from_slice(extra);
     Proc::start(rt, &args)
 }
