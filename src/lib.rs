@@ -1,12 +1,12 @@
 //! frameshare: move video frames between Linux processes without copying them.
 //!
 //! A producer allocates frame buffers ([`alloc`]: dma-heap, udmabuf, GBM, memfd, POSIX or SysV
-//! shm), fills them from a [`source`], and shares them once over a unix socket ([`ipc`]); per
+//! shm), fills them from a [`source`], and shares them once over a unix socket ([`bus`]); per
 //! frame only a buffer id, a sequence number, a timestamp and an optional fence cross. The
 //! consumer hands frames to a [`sink`] (verify, PNG, Vulkan, KMS, …) and gives each buffer back
 //! with an optional release fence.
 //!
-//! Layers, each using only those below: `pipeline` → `sink` → `source` → `ipc` → `alloc` →
+//! Layers, each using only those below: `pipeline` → `sink` → `source` → `bus` → `alloc` →
 //! `buffer`, `sync` → `format`; `sys` (private) holds the raw system calls.
 //!
 //! # Unsafe code

@@ -10,17 +10,18 @@
 //! The header's version is the protocol's major version; peers speak only their own. A peer
 //! that says Hello in another version is answered with a `Bye` in *its* version's encoding
 //! (`Bye` has not changed since version 1) naming both versions, and the session ends.
-//! Within a version, messages grow only by optional tagged fields (see [`codec`]): a field
-//! whose tag has [`codec::CRITICAL`] set must be understood, any other unknown field is
-//! skipped; new message types are sent only to peers that announced the matching `FEATURE_*`
-//! bit in their Hello. Version 2 added stream names, consumer policies, monitors and `Status`,
-//! and per-frame metadata ([`crate::meta::FrameMeta`]).
+//! Within a version, messages grow only by optional tagged fields (`tag u16, length u16,
+//! value`): a field whose tag has [`CRITICAL`] set must be understood, any other unknown
+//! field is skipped; new message types are sent only to peers that announced the matching
+//! `FEATURE_*` bit in their Hello. Version 2 added stream names, consumer policies, monitors
+//! and `Status`, and per-frame metadata ([`crate::meta::FrameMeta`]).
 
 pub(crate) mod codec;
 mod fields;
 mod status;
 
-pub use status::{ConsumerStatus, StreamStatus};
+pub use codec::CRITICAL;
+pub use status::{ConsumerStatus, StreamStatus, MAX_LISTED_CONSUMERS};
 
 use crate::buffer::{BufferKind, KindSet};
 use crate::format::{FormatModifier, Fourcc, FrameLayout, Modifier, PlaneLayout, MAX_PLANES};
