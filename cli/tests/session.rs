@@ -264,7 +264,7 @@ fn raw_consumer(chan: &mut Channel, features: u32, name: &str) {
 
 /// A publisher of the generator's moving box (what the verify sink checks), a raw consumer
 /// `name` and a well-behaved verifying consumer (a thread), both live, with `buffers` buffers.
-struct Scene {
+struct TwoConsumers {
     publisher: Publisher,
     raw: Channel,
     good: thread::JoinHandle<frameshare::pipeline::ConsumeReport>,
@@ -272,8 +272,8 @@ struct Scene {
     seq: u64,
 }
 
-impl Scene {
-    fn new(name: &str, features: u32, buffers: usize, opts: PublisherOptions) -> Scene {
+impl TwoConsumers {
+    fn new(name: &str, features: u32, buffers: usize, opts: PublisherOptions) -> TwoConsumers {
         let mut publisher = Publisher::new(PublisherOptions {
             name: "generator".into(),
             pattern: Some("box".into()),
@@ -288,7 +288,7 @@ impl Scene {
         let good = verify_consumer(theirs);
         assert!(publisher.wait_for_consumers(2, Some(WAIT)).unwrap());
         publisher.set_buffers(memfd_buffers(buffers)).unwrap();
-        Scene {
+        TwoConsumers {
             publisher,
             raw,
             good,
@@ -354,7 +354,7 @@ impl Scene {
 #[test]
 fn double_release_is_rejected_by_the_producer_which_goes_on() {
     capture_logs();
-    let mut s = Scene::new("double-releaser", 0, 2, PublisherOptions::default());
+    let mut s = TwoConsumers::new("double-releaser", 0, 2, PublisherOptions::default());
     let id = s.publish();
     s.raw_takes(2, id, 0);
     let release = Message::Release {
@@ -417,7 +417,7 @@ fn a_consumer_that_keeps_its_frames_is_evicted() {
         stall_timeout: stall,
         ..PublisherOptions::default()
     };
-    let mut s = Scene::new("hoarder", 0, 2, opts);
+    let mut s = TwoConsumers::new("hoarder", 0, 2, opts);
     let first = Instant::now();
     let a = s.publish();
     let b = s.publish();
@@ -444,7 +444,7 @@ fn a_consumer_that_keeps_its_frames_is_evicted() {
 #[test]
 fn garbage_from_a_consumer_gets_a_bye() {
     capture_logs();
-    let mut s = Scene::new("noisy", 0, 2, PublisherOptions::default());
+    let mut s = TwoConsumers::new("noisy", 0, 2, PublisherOptions::default());
     let id = s.publish();
     s.raw_takes(2, id, 0);
     s.raw
