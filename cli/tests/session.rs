@@ -408,16 +408,21 @@ fn a_consumer_that_dies_is_forgotten_at_once() {
 }
 
 /// A consumer that holds its frames past the stall timeout is evicted with a Bye saying so;
-/// the stream goes on for the others, which lose no frame.
+/// the stream goes on for the others, which lose no frame. Until it gives a frame back after
+/// it was told of the buffers, a consumer may be setting itself up (GPU pipelines, a display
+/// mode): the longer setup timeout applies then.
 #[test]
 fn a_consumer_that_keeps_its_frames_is_evicted() {
     capture_logs();
-    let stall = Duration::from_millis(300);
-    let opts = PublisherOptions {
+    let (stall, setup) = (Duration::from_millis(300), Duration::from_millis(1200));
+    let opts = || PublisherOptions {
         stall_timeout: stall,
+        setup_timeout: setup,
         ..PublisherOptions::default()
     };
-    let mut s = TwoConsumers::new("hoarder", 0, 2, opts);
+
+    // Gives nothing back at all: evicted after the setup timeout.
+    let mut s = TwoConsumers::new("hoarder", 0, 2, opts());
     let first = Instant::now();
     let a = s.publish();
     let b = s.publish();
@@ -427,14 +432,57 @@ fn a_consumer_that_keeps_its_frames_is_evicted() {
     s.publish();
     let waited = first.elapsed();
     assert!(
-        waited >= stall,
-        "evicted after {waited:?}, before {stall:?}"
+        waited >= setup,
+        "evicted after {waited:?}, before {setup:?}"
     );
-    let reason = expect_bye(&mut s.raw, ByeCode::Evicted, "stalled: held frame 0");
-    assert!(reason.contains(&format!("{stall:?}")), "{reason}");
+    expect_bye(
+        &mut s.raw,
+        ByeCode::Evicted,
+        "stalled: held frame 0 (buffer 0) for more than 1.2s, giving nothing back since it was \
+         told of the buffers",
+    );
     let stats = s.publisher.stats();
     assert_eq!((stats.evicted, stats.left), (1, 0));
     assert_eq!(logged(&["hoarder (pid", "evicted: stalled"]).len(), 1);
+    let stats = s.finish(20);
+    assert_eq!((stats.joined, stats.left, stats.evicted), (2, 1, 1));
+
+    // Gives one frame back, then keeps the next: set up, so the stall timeout applies.
+    let mut s = TwoConsumers::new("keeper", 0, 2, opts());
+    let a = s.publish();
+    s.raw_takes(2, a, 0);
+    let release = Message::Release {
+        id: a,
+        seq: 0,
+        flags: 0,
+    };
+    s.raw.send(&release, &[]).unwrap();
+    let kept = Instant::now();
+    let b = s.publish();
+    assert!(matches!(recv(&mut s.raw), Message::Frame(f) if f.id == b && f.seq == 1));
+    // The keeper holds frame 1, and frame 2 as soon as it is sent: the loan of frame 3 waits.
+    s.publish();
+    s.publish();
+    let waited = kept.elapsed();
+    assert!(
+        waited >= stall,
+        "evicted after {waited:?}, before {stall:?}"
+    );
+    let reason = loop {
+        match recv(&mut s.raw) {
+            Message::Frame(_) => continue,
+            Message::Bye { code, reason } => {
+                assert_eq!(code, ByeCode::Evicted, "{reason}");
+                break reason;
+            }
+            m => panic!("expected frames and a Bye, got {m:?}"),
+        }
+    };
+    // Frame 1 or 2, whichever the eviction found first: both were overdue by then.
+    assert!(
+        reason.starts_with("stalled: held frame ") && reason.ends_with("for more than 300ms"),
+        "{reason}"
+    );
     let stats = s.finish(20);
     assert_eq!((stats.joined, stats.left, stats.evicted), (2, 1, 1));
 }

@@ -76,6 +76,10 @@ pub struct PublisherOptions {
     pub access: AccessPolicy,
     /// A consumer that holds a frame, or leaves its socket unread, this long is evicted.
     pub stall_timeout: Duration,
+    /// The same for a consumer's frames until it gives one back after it joined or the
+    /// format changed: it may be setting itself up for the new buffers (GPU imports and
+    /// pipelines, a display mode), slow on a first run. Never shorter than `stall_timeout`.
+    pub setup_timeout: Duration,
     /// A peer must say Hello this soon after connecting (consumers set up before they
     /// connect, so this bounds only hostile or broken peers).
     pub handshake_timeout: Duration,
@@ -92,6 +96,7 @@ impl Default for PublisherOptions {
             pattern: None,
             access: AccessPolicy::default(),
             stall_timeout: Duration::from_secs(10),
+            setup_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             fence_timeout: Duration::from_secs(2),
             when_full: WhenFull::Wait,
@@ -512,11 +517,11 @@ impl Publisher {
     /// happened or `timeout` passed (`None`: until something happened). True if something did.
     pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<bool, PublishError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let stall = self.opts.stall_timeout;
+        let (stall, setup) = (self.opts.stall_timeout, self.opts.setup_timeout);
         let housekeeping = self
             .sessions
             .values()
-            .filter_map(|s| s.deadline(stall))
+            .filter_map(|s| s.deadline(stall, setup))
             .min();
         let wait_until = match (deadline, housekeeping) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -539,7 +544,7 @@ impl Publisher {
         let overdue: Vec<(u64, End)> = self
             .sessions
             .values()
-            .filter_map(|s| Some((s.token, s.overdue(now, stall)?)))
+            .filter_map(|s| Some((s.token, s.overdue(now, stall, setup)?)))
             .collect();
         for (token, end) in overdue {
             progress = true;
@@ -935,6 +940,7 @@ impl Publisher {
                 return self.end_session(token, e);
             }
             s.announced |= 1 << id;
+            s.setting_up = true;
         }
     }
 
@@ -967,6 +973,11 @@ impl Publisher {
             }
         }
         s.held[id as usize] = None;
+        // A frame of the current buffers came back: it is set up (old ones, given back after a
+        // format change, say nothing of the new).
+        if self.pool.get(id).is_some_and(|slot| !slot.retiring) {
+            s.setting_up = false;
+        }
         if let Some(f) = fence {
             if let Some(slot) = self.pool.get_mut(id) {
                 slot.fences.push(f);

@@ -67,6 +67,10 @@ pub(super) struct Session {
     pub(super) announced: u64,
     pub(super) held: [Option<Held>; MAX_BUFFERS as usize],
     pub(super) mailbox: Option<Pending>,
+    /// Nothing given back since it was last told of new buffers (it joined, or the format
+    /// changed): it may be setting itself up for them (GPU imports and pipelines, a display
+    /// mode), so its frames get the setup timeout before it counts as stalled.
+    pub(super) setting_up: bool,
     queue: VecDeque<Queued>,
     /// When the queue last went from empty to non-empty.
     queued_since: Option<Instant>,
@@ -140,6 +144,7 @@ impl Session {
             announced: 0,
             held: [None; MAX_BUFFERS as usize],
             mailbox: None,
+            setting_up: true,
             queue: VecDeque::new(),
             queued_since: None,
             stats: SessionStats::default(),
@@ -221,15 +226,25 @@ impl Session {
         Ok(true)
     }
 
+    /// How long it may hold a frame: `stall`, or `setup` while it sets itself up.
+    fn hold_limit(&self, stall: Duration, setup: Duration) -> Duration {
+        if self.setting_up {
+            stall.max(setup)
+        } else {
+            stall
+        }
+    }
+
     /// The time by which this session must have made progress, if anything is pending.
-    pub(super) fn deadline(&self, stall: Duration) -> Option<Instant> {
+    pub(super) fn deadline(&self, stall: Duration, setup: Duration) -> Option<Instant> {
+        let limit = self.hold_limit(stall, setup);
         let oldest_hold = self.held.iter().flatten().map(|h| h.since).min();
         let handshake = match self.phase {
             Phase::AwaitHello { deadline } => deadline,
             Phase::Live => None,
         };
         [
-            oldest_hold.map(|t| t + stall),
+            oldest_hold.map(|t| t + limit),
             self.queued_since.map(|t| t + stall),
             handshake,
         ]
@@ -239,7 +254,7 @@ impl Session {
     }
 
     /// Why this session must be evicted at `now`, if it must.
-    pub(super) fn overdue(&self, now: Instant, stall: Duration) -> Option<End> {
+    pub(super) fn overdue(&self, now: Instant, stall: Duration, setup: Duration) -> Option<End> {
         if let Phase::AwaitHello {
             deadline: Some(d), ..
         } = self.phase
@@ -253,12 +268,18 @@ impl Session {
             .iter()
             .enumerate()
             .filter_map(|(i, h)| Some((i, (*h)?)))
-            .find(|(_, h)| now.duration_since(h.since) >= stall)
+            .find(|(_, h)| now.duration_since(h.since) >= self.hold_limit(stall, setup))
         {
+            let limit = self.hold_limit(stall, setup);
+            let setting_up = if self.setting_up {
+                ", giving nothing back since it was told of the buffers"
+            } else {
+                ""
+            };
             return Some(End::new(
                 ByeCode::Evicted,
                 format!(
-                    "stalled: held frame {} (buffer {id}) for more than {stall:?}",
+                    "stalled: held frame {} (buffer {id}) for more than {limit:?}{setting_up}",
                     h.seq
                 ),
             ));
