@@ -505,6 +505,7 @@ impl BufferMapping {
     }
 
     /// Memory object `i`'s mapping.
+    #[cfg(feature = "vulkan")]
     pub(crate) fn region(&self, i: usize) -> &MappedRegion {
         &self.regions[i]
     }
@@ -540,6 +541,37 @@ impl Drop for BufferMapping {
                 log::error!("{} buffer: unmapping failed: {e}", self.buffer.kind);
             }
         }
+    }
+}
+
+/// Reading a frame's pixels row by row, however the access was obtained ([`CpuAccess`],
+/// [`SharedRead`]): what checks and conversions on the CPU take.
+pub trait PixelRows {
+    /// The layout.
+    fn layout(&self) -> &FrameLayout;
+    /// The pixel bytes of row `row` of plane `plane` (stride padding excluded).
+    fn row(&self, plane: usize, row: u32) -> &[u8];
+    /// The frame as tightly packed RGBA8 (see [`crate::format::pixel::to_rgba`]).
+    fn to_rgba(&self) -> Vec<u8> {
+        crate::format::pixel::to_rgba(self.layout(), |plane, y| self.row(plane, y))
+    }
+}
+
+impl PixelRows for CpuAccess<'_> {
+    fn layout(&self) -> &FrameLayout {
+        CpuAccess::layout(self)
+    }
+    fn row(&self, plane: usize, row: u32) -> &[u8] {
+        CpuAccess::row(self, plane, row)
+    }
+}
+
+impl PixelRows for SharedRead {
+    fn layout(&self) -> &FrameLayout {
+        SharedRead::layout(self)
+    }
+    fn row(&self, plane: usize, row: u32) -> &[u8] {
+        SharedRead::row(self, plane, row)
     }
 }
 
@@ -581,9 +613,9 @@ impl CpuAccess<'_> {
         self.mapping.regions[fd_index].as_mut_slice()
     }
 
-    /// The frame as tightly packed RGBA8 (see [`crate::format::pixel::to_rgba`]).
+    /// The frame as tightly packed RGBA8 ([`PixelRows::to_rgba`], without importing the trait).
     pub fn to_rgba(&self) -> Vec<u8> {
-        crate::format::pixel::to_rgba(self.layout(), |plane, y| self.row(plane, y))
+        PixelRows::to_rgba(self)
     }
 
     /// Writable row; panics if the access or mapping is read-only (a programming error).
@@ -638,5 +670,83 @@ impl Mappings {
     /// The mapping of id `id`, if added.
     pub fn get_mut(&mut self, id: u32) -> Option<&mut BufferMapping> {
         self.by_id.get_mut(id as usize)?.as_mut()
+    }
+}
+
+/// Read access to a shared mapping (`Arc<BufferMapping>`), owning its share: what a frame
+/// hands out for reading on the CPU while the subscriber keeps the mapping for the next frame
+/// in the same buffer. For dma-bufs it brackets `DMA_BUF_IOCTL_SYNC` READ START/END like
+/// [`CpuAccess`]; a START that fails part-way ENDs what it started.
+#[derive(Debug)]
+pub struct SharedRead {
+    mapping: Arc<BufferMapping>,
+}
+
+impl BufferMapping {
+    /// Begins read access through a shared mapping (see [`SharedRead`]).
+    pub fn read_shared(self: &Arc<Self>) -> Result<SharedRead, BufferError> {
+        let buffer = &self.buffer;
+        if buffer.kind.is_dma_buf() {
+            let fds = buffer.fds();
+            for (i, fd) in fds.iter().enumerate() {
+                if let Err(errno) = dma_buf::sync(*fd, dma_buf::SYNC_START | dma_buf::SYNC_READ) {
+                    for done in &fds[..i] {
+                        let _ = dma_buf::sync(*done, dma_buf::SYNC_END | dma_buf::SYNC_READ);
+                    }
+                    return Err(BufferError::Sys {
+                        kind: buffer.kind,
+                        op: "DMA_BUF_IOCTL_SYNC(START)",
+                        errno,
+                    });
+                }
+            }
+        }
+        Ok(SharedRead {
+            mapping: self.clone(),
+        })
+    }
+}
+
+impl SharedRead {
+    /// The layout.
+    pub fn layout(&self) -> &FrameLayout {
+        &self.mapping.buffer.layout
+    }
+
+    /// The pixel bytes of row `row` of plane `plane` (stride padding excluded).
+    pub fn row(&self, plane: usize, row: u32) -> &[u8] {
+        let l = &self.mapping.buffer.layout;
+        let p = &l.planes()[plane];
+        let start = p.offset as usize + row as usize * p.stride as usize;
+        &self.mapping.regions[p.fd_index as usize].as_slice()
+            [start..start + l.plane_row_bytes(plane)]
+    }
+
+    /// All the bytes of memory object `fd_index`, as mapped.
+    pub fn bytes(&self, fd_index: usize) -> &[u8] {
+        self.mapping.regions[fd_index].as_slice()
+    }
+
+    /// The start address and length of memory object `fd_index`'s mapping (for bindings that
+    /// expose it as an array without a copy; valid while this guard lives).
+    pub fn region_ptr(&self, fd_index: usize) -> (*const u8, usize) {
+        let r = &self.mapping.regions[fd_index];
+        (r.as_ptr(), r.len())
+    }
+}
+
+impl Drop for SharedRead {
+    fn drop(&mut self) {
+        let buffer = &self.mapping.buffer;
+        if buffer.kind.is_dma_buf() {
+            for fd in buffer.fds() {
+                if let Err(e) = dma_buf::sync(fd, dma_buf::SYNC_END | dma_buf::SYNC_READ) {
+                    log::error!(
+                        "{} buffer: DMA_BUF_IOCTL_SYNC(END) failed: {e}",
+                        buffer.kind
+                    );
+                }
+            }
+        }
     }
 }

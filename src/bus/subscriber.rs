@@ -35,7 +35,7 @@ use super::name::{NameError, StreamName};
 use super::poller::{Poller, WakePipe, Waker};
 use super::socket::{send_datagram, Channel, ChannelError, Credentials};
 use super::wire::{self, ByeCode, FrameMsg, Hello, Message, Policy, Role, MAX_BUFFERS};
-use crate::buffer::{Buffer, BufferError, BufferKind, KindSet};
+use crate::buffer::{Buffer, BufferError, BufferKind, BufferMapping, KindSet, SharedRead};
 use crate::format::FormatModifier;
 use crate::meta::FrameMeta;
 use crate::sync::SyncFile;
@@ -207,6 +207,8 @@ struct Shared {
     /// A second handle on the session's socket: releases go out from wherever frames are.
     socket: OwnedFd,
     held: Mutex<[Option<u64>; MAX_BUFFERS as usize]>,
+    /// CPU mappings, made on a frame's first [`Frame::read`] and kept for the buffer's life.
+    mappings: Mutex<Vec<Option<Arc<BufferMapping>>>>,
     /// Set when a release could not be sent: the session is over.
     broken: Mutex<Option<String>>,
     closed: AtomicBool,
@@ -307,6 +309,33 @@ impl Frame {
     /// Takes the acquire fence (to hand it to a GPU or a display).
     pub fn take_acquire_fence(&mut self) -> Option<SyncFile> {
         self.acquire.take()
+    }
+
+    /// Read access to the frame's pixels on the CPU, without a copy: the buffer is mapped on
+    /// its first frame and the mapping kept for the next ones. Wait on the acquire fence first,
+    /// if there is one. The guard may outlive the frame (it keeps the mapping alive), but the
+    /// producer may write the buffer again once the frame is given back.
+    pub fn read(&self) -> Result<SharedRead, SubscribeError> {
+        let buffer_err = |source| SubscribeError::Buffer {
+            id: self.id,
+            kind: self.buffer.kind(),
+            source,
+        };
+        let mapping = match &self.shared {
+            Some(shared) => {
+                let mut maps = shared.mappings.lock().unwrap_or_else(|e| e.into_inner());
+                match &maps[self.id as usize] {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(self.buffer.map(false).map_err(buffer_err)?);
+                        maps[self.id as usize] = Some(m.clone());
+                        m
+                    }
+                }
+            }
+            None => Arc::new(self.buffer.map(false).map_err(buffer_err)?),
+        };
+        mapping.read_shared().map_err(buffer_err)
     }
 
     /// Gives the frame back now, with a fence that signals when this consumer's last access
@@ -608,6 +637,7 @@ impl Subscriber {
             shared: Arc::new(Shared {
                 socket,
                 held: Mutex::new([None; MAX_BUFFERS as usize]),
+                mappings: Mutex::new((0..MAX_BUFFERS).map(|_| None).collect()),
                 broken: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 stall: self.opts.stall_timeout,
@@ -668,6 +698,7 @@ impl Subscriber {
                     return self.fail(format!("RemoveBuffer {id}: the consumer still holds it"));
                 }
                 s.buffers[id as usize] = None;
+                s.shared.mappings.lock().unwrap_or_else(|e| e.into_inner())[id as usize] = None;
                 self.events.push_back(SubscriberEvent::BufferRemoved { id });
                 Ok(())
             }

@@ -10,7 +10,7 @@
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
-use crate::buffer::CpuAccess;
+use crate::buffer::{CpuAccess, PixelRows};
 use crate::format::{Fourcc, FrameLayout};
 
 /// An 8-bit RGB colour.
@@ -222,7 +222,7 @@ impl Scene {
 
     /// Reads the sequence number back from a frame's stamp (the low bits the stamp holds), or
     /// `None` if the stamp rows do not look like a stamp. Used to name a stale frame in errors.
-    pub fn decode_stamp(&self, access: &CpuAccess<'_>) -> Option<u64> {
+    pub fn decode_stamp(&self, access: &impl PixelRows) -> Option<u64> {
         let mut seq = 0u64;
         // Luma (or RGB) of the middle of each cell on row 0 of plane 0.
         let row = access.row(0, 0);
@@ -422,7 +422,7 @@ impl FrameSpec<'_> {
     }
 
     /// Compares every pixel byte of a buffer with this frame.
-    pub fn verify(&self, access: &CpuAccess<'_>) -> Result<(), Mismatch> {
+    pub fn verify(&self, access: &impl PixelRows) -> Result<(), Mismatch> {
         for plane in 0..self.scene.vsubs.len() {
             for r in 0..self.scene.height / self.scene.vsubs[plane] {
                 let (got, want) = (access.row(plane, r), self.row(plane, r));
