@@ -186,8 +186,9 @@ pub enum SubscriberEvent {
         /// The last frame's sequence number.
         last_seq: u64,
     },
-    /// The producer went away; with `reconnect` we wait for it (every buffer was removed
-    /// first, with [`SubscriberEvent::BufferRemoved`]).
+    /// The producer went away; with `reconnect` we wait for it. A
+    /// [`SubscriberEvent::BufferRemoved`] for every buffer follows (give held frames back
+    /// first: they can no longer be returned to anyone).
     Restarting {
         /// What happened.
         reason: String,
@@ -826,12 +827,13 @@ impl Subscriber {
             }
             return Ok(());
         }
+        log::warn!("{reason}; waiting for it to come back");
+        // First the news (a display gives back what it shows), then the buffers go.
+        self.events
+            .push_back(SubscriberEvent::Restarting { reason });
         for id in ids {
             self.events.push_back(SubscriberEvent::BufferRemoved { id });
         }
-        log::warn!("{reason}; waiting for it to come back");
-        self.events
-            .push_back(SubscriberEvent::Restarting { reason });
         self.restarts += 1;
         let now = Instant::now();
         self.state = State::Connecting {

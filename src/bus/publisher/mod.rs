@@ -522,6 +522,17 @@ impl Publisher {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // Sessions whose socket was full get woken when it has room again.
+        for s in self.sessions.values_mut() {
+            if s.has_queue() != s.watching_output
+                && self
+                    .poller
+                    .modify(s.chan.as_fd(), s.token, s.has_queue())
+                    .is_ok()
+            {
+                s.watching_output = s.has_queue();
+            }
+        }
         let ready = self.poller.wait(wait_until).map_err(PublishError::Poll)?;
         let mut progress = !ready.is_empty();
         for r in ready {
@@ -754,13 +765,8 @@ impl Publisher {
             let Some(s) = self.sessions.get_mut(&token) else {
                 return;
             };
-            match s.flush() {
-                Ok(empty) => {
-                    if empty {
-                        let _ = self.poller.modify(s.chan.as_fd(), token, false);
-                    }
-                }
-                Err(e) => return self.end_session(token, e),
+            if let Err(e) = s.flush() {
+                return self.end_session(token, e);
             }
         }
         if ready.readable || ready.hangup {
@@ -790,12 +796,6 @@ impl Publisher {
                     }
                     Err(e) => return self.end_session(token, e.into()),
                 }
-            }
-        }
-        // Anything new to send (a mailbox frame) that did not fit waits for POLLOUT.
-        if let Some(s) = self.sessions.get(&token) {
-            if s.has_queue() {
-                let _ = self.poller.modify(s.chan.as_fd(), token, true);
             }
         }
     }
