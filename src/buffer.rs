@@ -685,25 +685,86 @@ pub struct SharedRead {
 impl BufferMapping {
     /// Begins read access through a shared mapping (see [`SharedRead`]).
     pub fn read_shared(self: &Arc<Self>) -> Result<SharedRead, BufferError> {
-        let buffer = &self.buffer;
-        if buffer.kind.is_dma_buf() {
-            let fds = buffer.fds();
-            for (i, fd) in fds.iter().enumerate() {
-                if let Err(errno) = dma_buf::sync(*fd, dma_buf::SYNC_START | dma_buf::SYNC_READ) {
-                    for done in &fds[..i] {
-                        let _ = dma_buf::sync(*done, dma_buf::SYNC_END | dma_buf::SYNC_READ);
-                    }
-                    return Err(BufferError::Sys {
-                        kind: buffer.kind,
-                        op: "DMA_BUF_IOCTL_SYNC(START)",
-                        errno,
-                    });
-                }
-            }
-        }
+        sync_start(&self.buffer, dma_buf::SYNC_READ)?;
         Ok(SharedRead {
             mapping: self.clone(),
         })
+    }
+
+    /// Begins write access through a shared, writable mapping (see [`SharedWrite`]). Panics if
+    /// the mapping is read-only (a programming error).
+    pub fn write_shared(self: &Arc<Self>) -> Result<SharedWrite, BufferError> {
+        assert!(
+            self.regions.iter().all(|r| r.is_writable()),
+            "write_shared on a read-only mapping"
+        );
+        sync_start(&self.buffer, dma_buf::SYNC_WRITE)?;
+        Ok(SharedWrite {
+            mapping: self.clone(),
+        })
+    }
+
+    /// Detaches the mapping from the buffer: each region's pages are replaced, at the same
+    /// addresses, by a private copy of what they hold now (see `MappedRegion::detach`).
+    /// Whoever reads or writes through the mapping's addresses keeps the same bytes, but the
+    /// buffer and the mapping go separate ways: what the producer writes next is not seen here,
+    /// and what is written here does not reach the buffer. For bindings whose views (a NumPy
+    /// array) can outlive the frame they were made for: detached before the frame goes back,
+    /// such a view never reads a recycled buffer. Returns the bytes copied (0 if it was
+    /// detached already). A detached mapping shows the buffer no more: map it again.
+    pub fn detach(&self) -> Result<u64, BufferError> {
+        let sysv = self.buffer.kind == BufferKind::SysvShm;
+        let mut copied = 0u64;
+        for r in &self.regions {
+            copied += r.detach(sysv).map_err(|errno| BufferError::Sys {
+                kind: self.buffer.kind,
+                op: "mremap (detaching a mapping)",
+                errno,
+            })? as u64;
+        }
+        Ok(copied)
+    }
+
+    /// Whether [`BufferMapping::detach`] ran (the mapping no longer shows the buffer).
+    pub fn is_detached(&self) -> bool {
+        self.regions.iter().any(|r| r.is_detached())
+    }
+}
+
+/// `DMA_BUF_IOCTL_SYNC` START for each dma-buf fd of `buffer` (nothing for other kinds); a
+/// START that fails part-way ENDs what it started.
+fn sync_start(buffer: &Buffer, flags: u64) -> Result<(), BufferError> {
+    if !buffer.kind.is_dma_buf() {
+        return Ok(());
+    }
+    let fds = buffer.fds();
+    for (i, fd) in fds.iter().enumerate() {
+        if let Err(errno) = dma_buf::sync(*fd, dma_buf::SYNC_START | flags) {
+            for done in &fds[..i] {
+                let _ = dma_buf::sync(*done, dma_buf::SYNC_END | flags);
+            }
+            return Err(BufferError::Sys {
+                kind: buffer.kind,
+                op: "DMA_BUF_IOCTL_SYNC(START)",
+                errno,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `DMA_BUF_IOCTL_SYNC` END for each dma-buf fd of `buffer`, errors logged (a guard's drop).
+fn sync_end(buffer: &Buffer, flags: u64) {
+    if !buffer.kind.is_dma_buf() {
+        return;
+    }
+    for fd in buffer.fds() {
+        if let Err(e) = dma_buf::sync(fd, dma_buf::SYNC_END | flags) {
+            log::error!(
+                "{} buffer: DMA_BUF_IOCTL_SYNC(END) failed: {e}",
+                buffer.kind
+            );
+        }
     }
 }
 
@@ -737,16 +798,102 @@ impl SharedRead {
 
 impl Drop for SharedRead {
     fn drop(&mut self) {
-        let buffer = &self.mapping.buffer;
-        if buffer.kind.is_dma_buf() {
-            for fd in buffer.fds() {
-                if let Err(e) = dma_buf::sync(fd, dma_buf::SYNC_END | dma_buf::SYNC_READ) {
-                    log::error!(
-                        "{} buffer: DMA_BUF_IOCTL_SYNC(END) failed: {e}",
-                        buffer.kind
-                    );
-                }
-            }
+        sync_end(&self.mapping.buffer, dma_buf::SYNC_READ);
+    }
+}
+
+/// Write access to a shared, writable mapping (`Arc<BufferMapping>`), owning its share: what a
+/// binding holds while a loaned buffer is filled through views the borrow checker cannot see
+/// (a NumPy array, a C pointer). For dma-bufs it brackets `DMA_BUF_IOCTL_SYNC` WRITE START/END
+/// like [`CpuAccess`].
+#[derive(Debug)]
+pub struct SharedWrite {
+    mapping: Arc<BufferMapping>,
+}
+
+impl SharedWrite {
+    /// The layout.
+    pub fn layout(&self) -> &FrameLayout {
+        &self.mapping.buffer.layout
+    }
+
+    /// The start address and length of memory object `fd_index`'s mapping, writable (for
+    /// bindings that expose it as an array without a copy; valid while the mapping lives, and
+    /// to be written only while the buffer is on loan).
+    pub fn region_ptr(&self, fd_index: usize) -> (*mut u8, usize) {
+        let r = &self.mapping.regions[fd_index];
+        (r.as_ptr().cast_mut(), r.len())
+    }
+}
+
+impl Drop for SharedWrite {
+    fn drop(&mut self) {
+        sync_end(&self.mapping.buffer, dma_buf::SYNC_WRITE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::AllocatorSpec;
+    use crate::format::Fourcc;
+
+    fn fill(buffer: &Buffer, byte: u8) {
+        let mut m = buffer.map(true).unwrap();
+        m.access(Access::Write).unwrap().bytes_mut(0).fill(byte);
+    }
+
+    /// A detached mapping keeps the bytes it showed, at the same address, and goes its own way:
+    /// later writes to the buffer do not reach it, and writes through it do not reach the
+    /// buffer. Memory objects of every kind that maps through `mmap` or `shmat`.
+    #[test]
+    fn detach_keeps_the_bytes_at_the_same_address_and_parts_from_the_buffer() {
+        let layout = FrameLayout::linear(Fourcc::NV12, 64, 48, 64).unwrap();
+        for spec in [
+            AllocatorSpec::Memfd,
+            AllocatorSpec::PosixShm,
+            AllocatorSpec::SysvShm,
+        ] {
+            let buffer = spec.open().unwrap().allocate(&layout).unwrap();
+            fill(&buffer, 0x11);
+            let reader = Arc::new(buffer.map(false).unwrap());
+            let before = reader.read_shared().unwrap().region_ptr(0);
+            assert!(!reader.is_detached());
+
+            assert_eq!(reader.detach().unwrap(), before.1 as u64, "{spec}");
+            assert!(reader.is_detached());
+            assert_eq!(reader.detach().unwrap(), 0, "{spec}: detached once");
+            let guard = reader.read_shared().unwrap();
+            assert_eq!(
+                guard.region_ptr(0),
+                before,
+                "{spec}: same address and length"
+            );
+            assert!(guard.bytes(0).iter().all(|&b| b == 0x11), "{spec}");
+
+            fill(&buffer, 0x22);
+            assert!(
+                guard.bytes(0).iter().all(|&b| b == 0x11),
+                "{spec}: what the producer writes next does not reach a detached mapping"
+            );
+            let fresh = buffer.map(false).unwrap();
+            assert_eq!(fresh.regions[0].as_slice()[0], 0x22, "{spec}");
+
+            // Written through, a detached writable mapping keeps its writes to itself.
+            let mut writer = buffer.map(true).unwrap();
+            let (ptr, len) = (writer.regions[0].as_ptr(), writer.regions[0].len());
+            assert_eq!(writer.detach().unwrap(), len as u64);
+            writer
+                .access(Access::Write)
+                .unwrap()
+                .bytes_mut(0)
+                .fill(0x33);
+            assert_eq!(writer.regions[0].as_ptr(), ptr);
+            assert_eq!(writer.regions[0].as_slice()[len - 1], 0x33);
+            assert_eq!(fresh.regions[0].as_slice()[len - 1], 0x22, "{spec}");
+            let w = Arc::new(writer);
+            drop(w.write_shared().unwrap());
+            drop((guard, w, reader)); // unmapped (munmap, even for SysV) without error
         }
     }
 }

@@ -295,7 +295,7 @@ fn is_locked(path: &Path) -> bool {
     let Ok(fd) = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
         return false;
     };
-    rustix::fs::flock(fd.as_fd(), FlockOperation::NonBlockingLockShared).is_err()
+    rustix::fs::flock(&fd, FlockOperation::NonBlockingLockShared).is_err()
 }
 
 #[cfg(test)]

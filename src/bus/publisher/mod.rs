@@ -152,6 +152,9 @@ pub enum PublishError {
     /// The buffer is still out.
     #[error("buffer {0} is still held by a consumer")]
     Busy(u32),
+    /// [`Publisher::resume_loan`] of a buffer that is not on loan.
+    #[error("buffer {0} is not on loan")]
+    NotLoaned(u32),
     /// More buffers than the protocol's ids.
     #[error("at most {} buffers", wire::MAX_BUFFERS)]
     TooManyBuffers,
@@ -358,6 +361,22 @@ impl Publisher {
                     self.dispatch(None)?;
                 }
             }
+        }
+    }
+
+    /// A loan put aside with [`Loan::suspend`], taken up again: fill it, publish it, or drop it
+    /// to give the buffer back unsent.
+    pub fn resume_loan(&mut self, id: u32) -> Result<Loan<'_>, PublishError> {
+        match self.pool.get(id) {
+            Some(slot) if slot.state == SlotState::Loaned => Ok(Loan {
+                publisher: self,
+                id,
+                meta: FrameMeta::default(),
+                acquire: None,
+                sent: false,
+            }),
+            Some(_) => Err(PublishError::NotLoaned(id)),
+            None => Err(PublishError::UnknownBuffer(id)),
         }
     }
 
@@ -1154,6 +1173,16 @@ impl Loan<'_> {
     /// after `publish` returns).
     pub fn set_acquire_fence(&mut self, fence: SyncFile) {
         self.acquire = Some(fence);
+    }
+
+    /// Puts the loan aside, the buffer still on loan, ending the borrow of the publisher: for
+    /// bindings that hold a loan across calls (Python, C), which fill the buffer through their
+    /// own mapping and take the loan up again with [`Publisher::resume_loan`] to publish it or
+    /// give it back. Returns the buffer id. Metadata and an acquire fence set so far are
+    /// dropped: set them after resuming.
+    pub fn suspend(mut self) -> u32 {
+        self.sent = true; // not given back on drop: it stays on loan
+        self.id
     }
 
     /// Sends the buffer as frame `seq` to every consumer, as their policies say.
