@@ -7,6 +7,9 @@ the stamp rows, so the producer costs little) twice: once consumed by `frameshar
 `frameshare.Subscriber` (each frame's planes made into NumPy arrays over the buffer and one
 pixel read, then given back). Rounds alternate which goes first. Reported, median over rounds:
 
+A third consumer, the Python subscriber taking frames without making arrays, shows what the
+arrays cost.
+
 - frames/s: frames over the producer's wall time (policy `wait`: it is paced by its consumer);
 - CPU µs per frame of the consumer: the Rust consumer's whole process (getrusage of the child:
   start-up and connection included, a few ms spread over the frames), the Python consumer's
@@ -80,15 +83,18 @@ def rust_round(args) -> dict:
     }
 
 
-def python_round(args) -> dict:
+def python_round(args, arrays: bool) -> dict:
     stream = f"bench-py-{uuid.uuid4().hex[:8]}"
     prod = producer(stream, args)
     frames = 0
     with frameshare.Subscriber(stream, timeout=30) as sub:
         before = resource.getrusage(resource.RUSAGE_SELF)
         for frame in sub:
-            with frame:
-                frame.planes[0][0, 0, 0]  # arrays over the buffer, one pixel read
+            if arrays:
+                with frame:
+                    frame.planes[0][0, 0, 0]  # arrays over the buffer, one pixel read
+            else:
+                frame.release()
             frames += 1
         after = resource.getrusage(resource.RUSAGE_SELF)
         copied = sub.stats["bytes_copied"]
@@ -112,11 +118,18 @@ def main() -> None:
     if not os.environ.get("FRAMESHARE_RUNTIME_DIR"):
         os.environ["FRAMESHARE_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="frameshare-bench-")
 
-    runs = {"rust": [], "python": []}
+    rounds = {
+        "rust": rust_round,
+        "python": lambda a: python_round(a, arrays=True),
+        "python_frames_only": lambda a: python_round(a, arrays=False),
+    }
+    runs = {who: [] for who in rounds}
     for r in range(args.rounds):
-        order = ["rust", "python"] if r % 2 == 0 else ["python", "rust"]
+        order = list(rounds)
+        if r % 2:
+            order.reverse()
         for who in order:
-            runs[who].append(rust_round(args) if who == "rust" else python_round(args))
+            runs[who].append(rounds[who](args))
             time.sleep(0.2)
 
     def median(who: str, key: str) -> float:
@@ -128,7 +141,7 @@ def main() -> None:
         "rounds": args.rounds,
         "alloc": args.alloc,
     }
-    for who in ("rust", "python"):
+    for who in rounds:
         result[who] = {
             "fps": median(who, "fps"),
             "cpu_us_per_frame": median(who, "cpu_us_per_frame"),
@@ -145,12 +158,14 @@ def main() -> None:
         return
     print(f"{args.size}, {args.frames} frames x {args.rounds} rounds, alloc {args.alloc}")
     print(f"{'subscriber':<28}{'frames/s':>10}{'CPU µs/frame':>14}{'bytes copied':>14}")
-    for who, label in (("rust", "Rust (consume --sink null)"), ("python", "Python (planes as arrays)")):
+    for who, label in (("rust", "Rust (consume --sink null)"),
+                       ("python", "Python (planes as arrays)"),
+                       ("python_frames_only", "Python (frames, no arrays)")):
         x = result[who]
         print(f"{label:<28}{x['fps']:>10.0f}{x['cpu_us_per_frame']:>14.1f}{x['bytes_copied']:>14}")
     q = result["python_over_rust"]
     print(f"{'Python / Rust':<28}{q['fps']:>10.2f}{q['cpu_per_frame']:>14.2f}")
-    if result["python"]["bytes_copied"] or result["rust"]["bytes_copied"]:
+    if any(result[who]["bytes_copied"] for who in rounds):
         sys.exit("a subscriber copied frame bytes")
 
 
