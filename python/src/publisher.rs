@@ -45,8 +45,8 @@ pub struct PyPublisher {
     allocator: String,
     /// Writable mappings by buffer id, made on a buffer's first loan.
     mappings: Vec<Option<Arc<BufferMapping>>>,
-    /// The buffer on loan, if any (one at a time).
-    loaned: Option<u32>,
+    /// The loan out, if any (one at a time): finishing ends it.
+    loaned: Option<Arc<LoanShared>>,
     stats: Arc<LoanStats>,
 }
 
@@ -77,7 +77,8 @@ impl PyPublisher {
         }
     }
 
-    /// Takes loan `id` up again and publishes it as `seq`, or gives it back (`seq` `None`).
+    /// Takes loan `id` up again and publishes it as `seq`, or gives it back (`seq` `None`);
+    /// its arrays were closed first ([`LoanShared::close`]).
     fn settle(
         &mut self,
         id: u32,
@@ -166,9 +167,10 @@ impl PyPublisher {
     fn loan(slf: Bound<'_, Self>) -> PyResult<Option<Py<PyLoan>>> {
         let py = slf.py();
         let mut me = slf.borrow_mut();
-        if let Some(id) = me.loaned {
+        if let Some(l) = &me.loaned {
             return Err(crate::Error::new_err(format!(
-                "buffer {id} is still on loan: publish or cancel it first"
+                "buffer {} is still on loan: publish or cancel it first",
+                l.id
             )));
         }
         let publisher = me.publisher()?;
@@ -178,7 +180,6 @@ impl PyPublisher {
         let Some(id) = id else {
             return Ok(None);
         };
-        me.loaned = Some(id);
         let made = (|| {
             let mapping = me.mapping(id)?;
             let write = mapping.write_shared().map_err(|e| error(&e))?;
@@ -205,19 +206,24 @@ impl PyPublisher {
                 return Err(e);
             }
         };
+        let shared = Arc::new(LoanShared {
+            id,
+            state: Mutex::new(LoanState {
+                write: Some(write),
+                views,
+                planes: None,
+            }),
+        });
+        me.loaned = Some(shared.clone());
         let stats = me.stats.clone();
         drop(me);
         Py::new(
             py,
             PyLoan {
                 id,
+                shared,
                 publisher: slf.unbind(),
                 stats,
-                state: Mutex::new(LoanState {
-                    write: Some(write),
-                    views,
-                    planes: None,
-                }),
             },
         )
         .map(Some)
@@ -319,8 +325,14 @@ impl PyPublisher {
     /// told goodbye; the socket is removed. Returns the final counters. A loan still open is
     /// given back unsent.
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        if let Some(id) = self.loaned {
-            self.settle(id, None, Default::default())?;
+        if let Some(loan) = self.loaned.clone() {
+            let copied = loan.close()?;
+            self.settle(loan.id, None, Default::default())?;
+            if copied > 0 {
+                self.stats.detached.fetch_add(1, Ordering::Relaxed);
+                self.stats.bytes_copied.fetch_add(copied, Ordering::Relaxed);
+                warn_detached(py, &format!("the loan of buffer {}", loan.id), copied)?;
+            }
         }
         let stats = self.stats(py)?;
         let Some(publisher) = self.publisher.take() else {
@@ -371,6 +383,41 @@ struct LoanState {
     planes: Option<Py<PyTuple>>,
 }
 
+/// A loan as both its `Loan` object and the publisher see it.
+struct LoanShared {
+    id: u32,
+    state: Mutex<LoanState>,
+}
+
+impl LoanShared {
+    fn lock(&self) -> MutexGuard<'_, LoanState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ended(&self) -> bool {
+        self.lock().write.is_none()
+    }
+
+    /// Ends the loan's arrays before the buffer is sent or given back: the cached arrays are
+    /// dropped, any still alive detached (what they write from now on stays in a private copy
+    /// and never reaches a frame the consumers read), the write bracket ended. Returns the
+    /// bytes copied. If detaching fails the loan stays open (nothing may be sent).
+    fn close(&self) -> PyResult<u64> {
+        let planes = self.lock().planes.take();
+        drop(planes); // outside the lock: the arrays' deaths call back into the views
+        let mut st = self.lock();
+        if st.write.is_none() {
+            return Err(FrameReleasedError::new_err(format!(
+                "the loan of buffer {} has ended",
+                self.id
+            )));
+        }
+        let copied = st.views.close().map_err(|e| error(&e))?;
+        drop(st.write.take()); // the CPU write bracket ends before the frame is sent
+        Ok(copied)
+    }
+}
+
 /// A buffer lent to fill a frame. `planes`: each plane as a writable NumPy array over the
 /// buffer (shapes as for `Frame.planes`; write into them, e.g. `frame.planes[0][:] = image`).
 /// `publish(seq)` sends it; leaving the `with` block without publishing gives it back unsent.
@@ -381,16 +428,12 @@ pub struct PyLoan {
     /// The buffer's id.
     #[pyo3(get)]
     id: u32,
+    shared: Arc<LoanShared>,
     publisher: Py<PyPublisher>,
     stats: Arc<LoanStats>,
-    state: Mutex<LoanState>,
 }
 
 impl PyLoan {
-    fn lock(&self) -> MutexGuard<'_, LoanState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Ends the loan: publishes it as `seq`, or gives it back (`None`).
     fn end(
         &self,
@@ -398,21 +441,7 @@ impl PyLoan {
         seq: Option<u64>,
         meta: frameshare::meta::FrameMeta,
     ) -> PyResult<()> {
-        let planes = self.lock().planes.take();
-        drop(planes); // outside the lock: the arrays' deaths call back into the views
-        let mut st = self.lock();
-        if st.write.is_none() {
-            return Err(FrameReleasedError::new_err(format!(
-                "the loan of buffer {} has ended",
-                self.id
-            )));
-        }
-        // Arrays still alive are detached first, so that what they write from now on stays
-        // in a private copy and never reaches the frame the consumers read. If that fails the
-        // loan stays open (nothing is sent): drop the arrays and try again.
-        let copied = st.views.close().map_err(|e| error(&e))?;
-        drop(st.write.take()); // the CPU write bracket ends before the frame is sent
-        drop(st);
+        let copied = self.shared.close()?;
         let settled = self
             .publisher
             .bind(py)
@@ -434,7 +463,7 @@ impl PyLoan {
     #[getter]
     fn planes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let views = {
-            let st = self.lock();
+            let st = self.shared.lock();
             if st.write.is_none() {
                 return Err(FrameReleasedError::new_err(format!(
                     "the loan of buffer {} has ended: its planes are gone",
@@ -447,7 +476,7 @@ impl PyLoan {
             st.views.clone()
         };
         let arrays = views.arrays(py)?;
-        self.lock().planes = Some(arrays.clone().unbind());
+        self.shared.lock().planes = Some(arrays.clone().unbind());
         Ok(arrays)
     }
 
@@ -470,7 +499,7 @@ impl PyLoan {
     /// Whether the loan has ended (published or given back).
     #[getter]
     fn ended(&self) -> bool {
-        self.lock().write.is_none()
+        self.shared.ended()
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {

@@ -57,6 +57,8 @@ struct Producer {
 /// Frames stay zero-copy as long as no array outlives its frame. An array still alive when its
 /// frame ends is *detached*: its memory is replaced by a private copy of that frame (counted
 /// in `stats["bytes_copied"]`, with a `DetachedArrayWarning`), so it never shows a later frame.
+/// Hold a frame no longer than the producer's stall timeout (10 s unless it says otherwise): a
+/// consumer that does is evicted, and the producer reuses its buffers.
 #[pyclass(module = "frameshare", name = "Subscriber")]
 pub struct PySubscriber {
     sub: Option<Subscriber>,
@@ -349,6 +351,20 @@ impl PySubscriber {
     fn __exit__(&mut self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
+    }
+}
+
+impl Drop for PySubscriber {
+    fn drop(&mut self) {
+        // The frame out ends (its live arrays detached) while the session can still give it
+        // back: a subscriber that goes away frees its buffers for the producer to reuse.
+        if let Some(f) = self.current.take() {
+            Python::attach(|py| {
+                if let Err(e) = f.get().end(py) {
+                    e.write_unraisable(py, None);
+                }
+            });
+        }
     }
 }
 

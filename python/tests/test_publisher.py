@@ -145,3 +145,20 @@ def test_bad_arguments_say_what_is_wrong():
         with frameshare.Publisher("py-bad-meta", size=(64, 48), alloc="memfd") as pub:
             with pub.loan() as loan:
                 loan.publish(0, meta={"exposure": 1})
+
+
+def test_finishing_ends_an_open_loan(cli, stream, spawn):
+    """A loan still open when the stream finishes is given back unsent, its live arrays
+    detached first."""
+    with frameshare.Publisher(stream, format="XR24", size=(64, 48), buffers=2,
+                              alloc="memfd") as pub:
+        loan = pub.loan()
+        kept = loan.planes[0]
+        kept[...] = 7
+        with pytest.warns(frameshare.DetachedArrayWarning):
+            stats = pub.finish()
+    assert loan.ended and stats["published"] == 0 and stats["loans_detached"] == 1
+    assert not mapping_of(kept.__array_interface__["data"][0])["path"]
+    assert (kept == 7).all()
+    with pytest.raises(frameshare.FrameReleasedError):
+        loan.planes

@@ -191,3 +191,19 @@ def test_taking_the_next_frame_ends_the_one_before(cli, stream, spawn):
 def test_a_missing_stream_fails_after_the_timeout():
     with pytest.raises(frameshare.Error, match="no producer"):
         frameshare.Subscriber("py-nobody-publishes-this", timeout=0.3)
+
+
+def test_a_subscriber_that_goes_away_detaches_the_arrays_of_its_frame(cli, stream, spawn):
+    """Dropping the subscriber gives its frame back (the producer may reuse the buffer), so
+    an array of that frame still alive is detached first."""
+    size = (64, 48)
+    produce(spawn, cli, stream, size=size, frames=8)
+    sub = frameshare.Subscriber(stream, timeout=30)
+    frame = sub.next_frame(timeout=30)
+    kept = frame.planes[0]
+    expected = frameshare.generated_planes("box", frame.seq, "XR24", size)[0]
+    with pytest.warns(frameshare.DetachedArrayWarning):
+        del sub
+    assert frame.released
+    assert not mapping_of(kept.__array_interface__["data"][0])["path"]
+    np.testing.assert_array_equal(kept, expected)
