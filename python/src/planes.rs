@@ -64,10 +64,22 @@ impl PlaneGeometry {
         self.shape[..self.ndim].iter().product()
     }
 
-    /// Whether the rows follow each other without padding (a C-contiguous array).
-    fn contiguous(&self) -> bool {
+    /// Whether the bytes follow each other without gaps in C order (rows not padded).
+    fn c_contiguous(&self) -> bool {
         let mut want = 1;
         for d in (0..self.ndim).rev() {
+            if self.shape[d] > 1 && self.strides[d] != want {
+                return false;
+            }
+            want *= self.shape[d];
+        }
+        true
+    }
+
+    /// Whether they do in Fortran order (only a plane with one row, or one column, can).
+    fn f_contiguous(&self) -> bool {
+        let mut want = 1;
+        for d in 0..self.ndim {
             if self.shape[d] > 1 && self.strides[d] != want {
                 return false;
             }
@@ -283,16 +295,22 @@ impl PlaneBuffer {
                 "a received frame is read-only (copy it to change it)",
             ));
         }
-        if !want(ffi::PyBUF_STRIDES) && !g.contiguous() {
+        if !want(ffi::PyBUF_STRIDES) && !g.c_contiguous() {
             return Err(PyBufferError::new_err(
                 "the plane's rows are padded (stride > row bytes): ask for strides (numpy.asarray does)",
             ));
         }
-        if (want(ffi::PyBUF_F_CONTIGUOUS) || want(ffi::PyBUF_ANY_CONTIGUOUS)) && !g.contiguous() {
-            return Err(PyBufferError::new_err("the plane is not contiguous"));
-        }
-        if want(ffi::PyBUF_C_CONTIGUOUS) && !g.contiguous() {
-            return Err(PyBufferError::new_err("the plane is not contiguous"));
+        let refused = if want(ffi::PyBUF_ANY_CONTIGUOUS) {
+            !g.c_contiguous() && !g.f_contiguous()
+        } else if want(ffi::PyBUF_F_CONTIGUOUS) {
+            !g.f_contiguous()
+        } else {
+            want(ffi::PyBUF_C_CONTIGUOUS) && !g.c_contiguous()
+        };
+        if refused {
+            return Err(PyBufferError::new_err(
+                "the plane is not contiguous in the order asked for (its rows keep the stride)",
+            ));
         }
         let addr = {
             let mut s = this.views.lock();

@@ -207,3 +207,22 @@ def test_a_subscriber_that_goes_away_detaches_the_arrays_of_its_frame(cli, strea
     assert frame.released
     assert not mapping_of(kept.__array_interface__["data"][0])["path"]
     np.testing.assert_array_equal(kept, expected)
+
+
+def test_plane_exports_are_strided_read_only_views(cli, stream, spawn):
+    """What the buffer protocol hands out: the stride kept, read-only, and no contiguous or
+    writable view of a padded plane."""
+    produce(spawn, cli, stream, fmt="NV12", frames=2)
+    with frameshare.Subscriber(stream, timeout=30) as sub:
+        with sub.next_frame(timeout=30) as frame:
+            plane_buffer = frame.planes[1].base.obj
+            mv = memoryview(plane_buffer)
+            assert mv.readonly and mv.format == "B" and mv.itemsize == 1
+            assert mv.shape == (240, 630) and mv.strides == (768, 1)
+            assert not mv.c_contiguous and mv.nbytes == 240 * 630
+            with pytest.raises(TypeError, match="not writable"):
+                ctypes.c_char.from_buffer(plane_buffer)  # asks for a writable view
+            assert frame.exports == 3  # the frame's two arrays and this memoryview
+            mv.release()
+            assert frame.exports == 2
+        assert sub.stats["frames_detached"] == 0
