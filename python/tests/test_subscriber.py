@@ -78,7 +78,7 @@ def test_every_frame_of_a_produced_stream_is_verified(cli, stream, spawn, fmt):
     assert made["buffers"] == len(buffers) and made["mappings"] == len(buffers), made
 
 
-@pytest.mark.parametrize("alloc", ["memfd", "posix-shm", "sysv-shm"])
+@pytest.mark.parametrize("alloc", ["auto", "memfd", "posix-shm", "sysv-shm"])
 def test_a_plane_array_is_the_mapped_buffer_itself(cli, stream, spawn, alloc):
     """The array's data address lies in this process's shared mapping of the producer's
     buffer (per /proc/self/maps), the same address frame after frame for the same buffer, and
