@@ -67,7 +67,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
@@ -622,18 +622,10 @@ impl Ctl {
 }
 
 fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, BenchError> {
-    let ts = timeout.map(|t| rustix::time::Timespec {
-        tv_sec: t.as_secs() as i64,
-        tv_nsec: t.subsec_nanos() as i64,
-    });
-    loop {
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        match poll(&mut fds, ts.as_ref()) {
-            Ok(n) => return Ok(n > 0),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(sys("poll")(e)),
-        }
-    }
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let n = frameshare::sync::poll_until(&mut fds, frameshare::sync::deadline_after(timeout))
+        .map_err(sys("poll"))?;
+    Ok(n > 0)
 }
 
 fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {

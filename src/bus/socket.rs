@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
@@ -17,6 +17,7 @@ use rustix::net::{
 };
 
 use super::wire::{Message, WireError, MAX_FDS, MAX_MESSAGE};
+use crate::sync::{deadline_after, poll_until};
 
 /// Errors on the channel.
 #[derive(Debug, thiserror::Error)]
@@ -173,25 +174,8 @@ impl Channel {
 
     /// Waits up to `timeout` (forever if `None`) for a message to be readable.
     pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool, ChannelError> {
-        let ts = timeout.map(|t| rustix::time::Timespec {
-            tv_sec: t.as_secs() as i64,
-            tv_nsec: t.subsec_nanos() as i64,
-        });
-        loop {
-            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Ok(false),
-                Ok(_) => return Ok(true),
-                Err(Errno::INTR) => continue,
-                Err(errno) => {
-                    return Err(ChannelError::Sys {
-                        op: "poll",
-                        path: None,
-                        errno,
-                    })
-                }
-            }
-        }
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        Ok(poll_until(&mut fds, deadline_after(timeout)).map_err(sys("poll"))? > 0)
     }
 
     /// Receives one message and its fds, blocking up to `timeout` (forever if `None`).
@@ -369,24 +353,10 @@ impl Listener {
 
     /// Accepts one connection, waiting at most `timeout` (forever if `None`).
     pub fn accept(&self, timeout: Option<Duration>) -> Result<Channel, ChannelError> {
-        let ts = timeout.map(|t| rustix::time::Timespec {
-            tv_sec: t.as_secs() as i64,
-            tv_nsec: t.subsec_nanos() as i64,
-        });
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-        loop {
-            match poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Err(ChannelError::Timeout(timeout.unwrap_or_default())),
-                Ok(_) => break,
-                Err(Errno::INTR) => continue,
-                Err(errno) => {
-                    return Err(ChannelError::Sys {
-                        op: "poll",
-                        path: Some(self.path.clone()),
-                        errno,
-                    })
-                }
-            }
+        if poll_until(&mut fds, deadline_after(timeout)).map_err(path_err(&self.path, "poll"))? == 0
+        {
+            return Err(ChannelError::Timeout(timeout.unwrap_or_default()));
         }
         // The accepted socket does not inherit O_NONBLOCK (accept4 without SOCK_NONBLOCK).
         let fd = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC).map_err(|errno| {

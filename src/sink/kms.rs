@@ -1938,7 +1938,7 @@ pub mod writeback {
             path: &std::path::Path,
             timeout: Duration,
         ) -> Result<(), KmsError> {
-            use rustix::event::{poll, PollFd, PollFlags};
+            use rustix::event::{PollFd, PollFlags};
             if let Some(fd) = self.slot.take() {
                 self.fences.push(SyncFile::from_fd(fd));
             }
@@ -1948,36 +1948,27 @@ pub mod writeback {
                     why: "the commit returned no writeback fence".into(),
                 });
             }
-            let deadline = Instant::now() + timeout;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let ts = rustix::time::Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: left.subsec_nanos() as i64,
-                };
-                let mut fds: Vec<PollFd<'_>> = self
-                    .fences
-                    .iter()
-                    .map(|f| PollFd::new(f, PollFlags::IN))
-                    .collect();
-                match poll(&mut fds, Some(&ts)) {
-                    Ok(0) => {
-                        return Err(KmsError::Timeout {
-                            path: path.to_owned(),
-                            what: "writeback".into(),
-                            timeout,
-                            note: None,
-                        })
-                    }
-                    Ok(_) => break,
-                    Err(Errno::INTR) => continue,
-                    Err(errno) => {
-                        return Err(KmsError::Sys {
-                            path: path.to_owned(),
-                            op: "poll(writeback fences)".into(),
-                            errno,
-                        })
-                    }
+            let mut fds: Vec<PollFd<'_>> = self
+                .fences
+                .iter()
+                .map(|f| PollFd::new(f, PollFlags::IN))
+                .collect();
+            match crate::sync::poll_until(&mut fds, crate::sync::deadline_after(Some(timeout))) {
+                Ok(0) => {
+                    return Err(KmsError::Timeout {
+                        path: path.to_owned(),
+                        what: "writeback".into(),
+                        timeout,
+                        note: None,
+                    })
+                }
+                Ok(_) => {}
+                Err(errno) => {
+                    return Err(KmsError::Sys {
+                        path: path.to_owned(),
+                        op: "poll(writeback fences)".into(),
+                        errno,
+                    })
                 }
             }
             let mut failed = None;

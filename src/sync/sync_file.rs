@@ -3,9 +3,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 
 use crate::sys::sync_file as sys;
@@ -122,28 +122,19 @@ impl SyncFile {
     /// Waits until the fence signals, at most `timeout`. A fence that signalled with an error
     /// status is an error ([`FenceError::Signalled`]).
     pub fn wait(&self, timeout: Duration) -> Result<(), FenceError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ts = rustix::time::Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: left.subsec_nanos() as i64,
-            };
-            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match poll(&mut fds, Some(&ts)) {
-                Ok(0) => return Err(FenceError::Timeout(timeout)),
-                Ok(_) => {
-                    if fds[0].revents().contains(PollFlags::ERR) {
-                        return Err(FenceError::Signalled(Errno::IO));
-                    }
-                    return match self.status()? {
-                        FenceStatus::Error(e) => Err(FenceError::Signalled(e)),
-                        _ => Ok(()),
-                    };
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        match super::poll_until(&mut fds, super::deadline_after(Some(timeout))) {
+            Ok(0) => Err(FenceError::Timeout(timeout)),
+            Ok(_) => {
+                if fds[0].revents().contains(PollFlags::ERR) {
+                    return Err(FenceError::Signalled(Errno::IO));
                 }
-                Err(Errno::INTR) => continue,
-                Err(errno) => return Err(FenceError::Sys { op: "poll", errno }),
+                match self.status()? {
+                    FenceStatus::Error(e) => Err(FenceError::Signalled(e)),
+                    _ => Ok(()),
+                }
             }
+            Err(errno) => Err(FenceError::Sys { op: "poll", errno }),
         }
     }
 

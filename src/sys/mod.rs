@@ -9,6 +9,7 @@ pub mod fd;
 #[cfg(any(feature = "kms", feature = "gbm"))]
 pub mod kms;
 pub mod mem;
+pub mod poll;
 pub mod sw_sync;
 pub mod sync_file;
 pub mod sysv;
