@@ -162,6 +162,9 @@ impl Scene {
             Pattern::Solid(c) => vec![(0, vec![(0, w, c)])],
         };
         let cell_width = even(w / 64).max(2);
+        // The box fits the frame: even (for chroma subsampling) where the frame allows, at
+        // most the smaller side (a frame 1 pixel wide has a 1-pixel box).
+        let box_size = even(w.min(h) / 6).max(2).min(w.min(h));
         Scene {
             pattern,
             fourcc: layout.fourcc(),
@@ -169,7 +172,7 @@ impl Scene {
             height: h,
             vsubs: layout.info().planes.iter().map(|p| p.vsub).collect(),
             bands,
-            box_size: even(w.min(h) / 6).max(2),
+            box_size,
             stamp_rows: STAMP_ROWS.min(h),
             cell_width,
             stamp_bits: (w / cell_width).min(64),
@@ -573,6 +576,32 @@ mod tests {
         a.row_mut(0, 20)[17] ^= 0x40;
         let m = gen.scene().frame(9).verify(&a).unwrap_err();
         assert_eq!((m.plane, m.row, m.byte), (0, 20, 17));
+    }
+
+    #[test]
+    fn tiny_frames_generate_and_verify() {
+        // A 1-pixel-wide frame once made a 2-pixel box (and a panic in write_rows).
+        let mut alloc = MemfdAllocator::new();
+        for fourcc in Fourcc::ALL {
+            for (w, h) in [(1, 1), (1, 9), (9, 1), (2, 2), (3, 2), (2, 1), (1, 2)] {
+                let Ok(layout) = FrameLayout::linear(fourcc, w, h, 1) else {
+                    continue; // a size the format cannot have (odd width for YUYV, …)
+                };
+                let buffer = alloc.allocate(&layout).unwrap();
+                let mut map = buffer.map(true).unwrap();
+                for pattern in patterns() {
+                    let mut gen = Generator::new(pattern, &layout);
+                    for seq in [0, 1, 2, 77] {
+                        let mut a = map.access(Access::ReadWrite).unwrap();
+                        gen.fill(0, &mut a, seq);
+                        gen.scene()
+                            .frame(seq)
+                            .verify(&a)
+                            .unwrap_or_else(|m| panic!("{fourcc} {w}x{h} {pattern:?}: {m}"));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
