@@ -261,16 +261,9 @@ impl Channel {
     }
 }
 
-/// Who is at the other end of a connection (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Credentials {
-    /// Process id.
-    pub pid: u32,
-    /// Effective user id.
-    pub uid: u32,
-    /// Effective group id.
-    pub gid: u32,
-}
+/// Who is at the other end of a connection (`SO_PEERCRED`). Defined with the buffers, whose
+/// checks (may the peer attach this SysV segment?) take it.
+pub use crate::buffer::Credentials;
 
 /// Sends one datagram with its fds. `Ok(false)` only with `DONTWAIT`, when the peer's queue is
 /// full (nothing sent).

@@ -672,7 +672,11 @@ impl Subscriber {
                     return self.fail(format!("AddBuffer {id}: id already in use"));
                 }
                 let made = match sysv_id {
-                    Some(sysv) => Buffer::from_sysv(layout, sysv),
+                    // Attached only if the producer itself could attach it (SO_PEERCRED).
+                    Some(sysv) => match s.chan.peer_credentials() {
+                        Ok(producer) => Buffer::from_sysv(layout, sysv, &producer),
+                        Err(e) => return self.fail(format!("AddBuffer {id}: {e}")),
+                    },
                     None => Buffer::from_fds(kind, layout, fds),
                 };
                 match made {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::buffer::KindSet;
 use crate::buffer::{Buffer, BufferError};
-use crate::format::FormatModifier;
+use crate::format::{FormatModifier, Modifier};
 use crate::source::Pattern;
 use crate::sync::{FenceError, SyncFile};
 
@@ -82,6 +82,17 @@ pub enum SinkError {
     /// The sink cannot take this stream.
     #[error("{0}")]
     Unsupported(String),
+    /// A CPU sink was given a buffer in a tiled or otherwise non-linear layout, which it cannot
+    /// read row by row.
+    #[error("{sink} reads LINEAR buffers only: buffer {id} has modifier {modifier}")]
+    NotLinear {
+        /// The sink.
+        sink: String,
+        /// Buffer id.
+        id: u32,
+        /// The buffer's modifier.
+        modifier: Modifier,
+    },
     /// Unknown sink name.
     #[error("unknown sink {0:?} (want verify, null, png:DIR, vulkan[:png:DIR])")]
     UnknownName(String),
@@ -213,6 +224,20 @@ pub fn wait_acquire(fence: Option<SyncFile>, timeout: Duration) -> Result<bool, 
         }
         Some(Err(e)) => Err(e.into()),
     }
+}
+
+/// For sinks that read frames on the CPU (`verify`, `png`): refuses a buffer whose layout is
+/// not LINEAR (a dma-buf with a tiling modifier, or INVALID), which such a sink would misread.
+pub fn require_linear(sink: &str, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
+    let modifier = buffer.layout().modifier();
+    if modifier == Modifier::LINEAR {
+        return Ok(());
+    }
+    Err(SinkError::NotLinear {
+        sink: sink.to_owned(),
+        id,
+        modifier,
+    })
 }
 
 /// A sink, named: what `--sink` takes. Parsing is pure ([`str::parse`]: a bad name or option

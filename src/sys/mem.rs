@@ -1,5 +1,6 @@
 //! Shared memory mappings (`mmap`/`munmap`) of an fd, owned by [`MappedRegion`], and their
-//! detachment: the pages swapped for a private copy in place (`mremap`).
+//! detachment: the pages swapped for a private copy in place (`mremap`). Mappings of memory a
+//! peer can shrink are guarded against SIGBUS ([`super::sigbus`]).
 #![allow(unsafe_code)]
 
 use std::os::fd::BorrowedFd;
@@ -8,6 +9,8 @@ use std::sync::Mutex;
 
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, MprotectFlags, MremapFlags, ProtFlags};
+
+use super::sigbus::Guard;
 
 /// A `MAP_SHARED` mapping of (part of) an fd; unmapped on drop.
 #[derive(Debug)]
@@ -18,6 +21,8 @@ pub struct MappedRegion {
     /// Set once [`MappedRegion::detach`] replaced the pages with a private anonymous copy
     /// (unmapped with `munmap` then, whatever the region was made with).
     detached: Mutex<bool>,
+    /// Registered with the SIGBUS handler (memory that can shrink under us).
+    guard: Option<Guard>,
 }
 
 // SAFETY: the region is plain shared memory; it is only reachable through &self/&mut self.
@@ -45,7 +50,28 @@ impl MappedRegion {
             len,
             writable,
             detached: Mutex::new(false),
+            guard: None,
         })
+    }
+
+    /// Like [`MappedRegion::map`], for memory a peer can shrink (a POSIX shm object): the
+    /// mapping is registered with the SIGBUS handler, so a truncation turns its pages into zero
+    /// pages instead of killing the process, and [`MappedRegion::truncated`] says so.
+    pub fn map_guarded(fd: BorrowedFd<'_>, len: usize, writable: bool) -> Result<Self, Errno> {
+        let mut region = Self::map(fd, len, writable)?;
+        match Guard::register(region.ptr, len, writable) {
+            Ok(g) => region.guard = Some(g),
+            Err(e) => {
+                region.unmap(false)?;
+                return Err(e);
+            }
+        }
+        Ok(region)
+    }
+
+    /// Whether the memory shrank under this (guarded) mapping, which now holds zero pages.
+    pub fn truncated(&self) -> bool {
+        self.guard.as_ref().is_some_and(Guard::truncated)
     }
 
     /// Wraps a SysV attachment (`shmat`) so that it shares the slice accessors; detached on drop
@@ -56,6 +82,7 @@ impl MappedRegion {
             len,
             writable,
             detached: Mutex::new(false),
+            guard: None,
         }
     }
 
@@ -164,6 +191,8 @@ impl MappedRegion {
             return Ok(());
         }
         let len = std::mem::replace(&mut self.len, 0);
+        // Unregister before the range can be reused by another mapping.
+        self.guard = None;
         let sysv = sysv && !self.is_detached();
         if sysv {
             super::sysv::detach(self.ptr)

@@ -10,6 +10,7 @@ pub mod fd;
 pub mod kms;
 pub mod mem;
 pub mod poll;
+pub mod sigbus;
 pub mod sw_sync;
 pub mod sync_file;
 pub mod sysv;

@@ -435,6 +435,9 @@ impl Publisher {
         meta: FrameMeta,
         acquire: Option<SyncFile>,
     ) -> Result<(), PublishError> {
+        // A buffer a consumer truncated under our writes (the SIGBUS guard kept us alive) holds
+        // zeros now: say so rather than send it.
+        self.pool.check_intact(id)?;
         let frame = FrameMsg {
             id,
             seq,
