@@ -34,6 +34,15 @@ pub enum ChannelError {
     /// Fds were dropped by the kernel because the control buffer was too small.
     #[error("more than {MAX_FDS} fds in one message (MSG_CTRUNC); the extra fds were lost")]
     ControlTruncated,
+    /// Fds the peer sent were dropped because *this* process could not take them (its
+    /// `RLIMIT_NOFILE` is reached): our limit, not the peer's fault.
+    #[error("this process's fd limit (RLIMIT_NOFILE {limit}) is reached with {open} fds open: the kernel dropped fds the peer sent (MSG_CTRUNC)")]
+    FdLimit {
+        /// The soft limit.
+        limit: u64,
+        /// Fds open in this process when it happened.
+        open: usize,
+    },
     /// The message itself was malformed.
     #[error("malformed message: {0}")]
     Wire(#[from] WireError),
@@ -241,7 +250,7 @@ impl Channel {
             }
         }
         if got.flags.contains(ReturnFlags::CTRUNC) {
-            return Err(ChannelError::ControlTruncated);
+            return Err(ctrunc_cause(fds.len()));
         }
         if got.flags.contains(ReturnFlags::TRUNC) {
             return Err(ChannelError::Truncated);
@@ -297,6 +306,27 @@ pub(crate) fn send_datagram(
                 })
             }
         }
+    }
+}
+
+/// Whose fault a `MSG_CTRUNC` is. The kernel sets it when the peer sent more fds than our
+/// control buffer holds (`MAX_FDS`: the peer broke the protocol), and also when it could not
+/// install a received fd here — our `RLIMIT_NOFILE` reached (`EMFILE`) — having installed
+/// fewer than the buffer holds. The second is our limit, to be reported as ours.
+fn ctrunc_cause(received: usize) -> ChannelError {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let open = match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => d.count().saturating_sub(1), // the directory's own fd
+        // No fd left even to list them: that is the limit.
+        Err(e) if e.raw_os_error() == Some(libc::EMFILE) => limit as usize,
+        Err(_) => 0,
+    };
+    if received < MAX_FDS || open as u64 >= limit {
+        ChannelError::FdLimit { limit, open }
+    } else {
+        ChannelError::ControlTruncated
     }
 }
 
