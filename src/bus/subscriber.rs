@@ -859,6 +859,19 @@ impl AsFd for Subscriber {
     }
 }
 
+impl Subscriber {
+    /// Leaves the stream because of a failure on this side (a sink that could not take a
+    /// frame: a buffer the producer truncated, a file that could not be written): the producer
+    /// is told why in a `Bye`, not just that the consumer left.
+    pub fn abort(&mut self, reason: &str) {
+        if let State::Connected(s) = &mut self.state {
+            bye(&mut s.chan, ByeCode::Internal, reason);
+        }
+        self.close_session();
+        self.state = State::Ended;
+    }
+}
+
 impl Drop for Subscriber {
     fn drop(&mut self) {
         if let State::Connected(s) = &mut self.state {
