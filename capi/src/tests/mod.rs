@@ -1,0 +1,3 @@
+//! Tests of the C API, calling the C functions from Rust.
+
+mod header;
