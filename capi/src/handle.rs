@@ -326,6 +326,12 @@ pub(crate) fn call(f: impl FnOnce() -> Result<(), Error>) -> fs_status {
     }
 }
 
+/// Runs an entry point that returns a value rather than a status (and has no error): a panic
+/// is caught here all the same, and `fallback` returned.
+pub(crate) fn no_panic<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
 /// Writes `value` to the out-pointer `out`, named `what` in the error if it is NULL. Check
 /// every out-pointer with [`out_ptr`] before acting, so that a NULL one changes nothing.
 pub(crate) fn out_ptr<T>(out: *mut T, what: &str) -> Result<OutPtr<T>, Error> {

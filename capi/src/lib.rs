@@ -209,14 +209,18 @@ pub struct fs_mapping {
 /// Valid until the next failing call on this thread; successful calls leave it as it is.
 #[no_mangle]
 pub extern "C" fn fs_last_error() -> *const c_char {
-    handle::last_error()
+    handle::no_panic(c"".as_ptr(), handle::last_error)
 }
 
 /// The name of a status code (`"FS_ERR_TIMEOUT"`), a static string.
 #[no_mangle]
 pub extern "C" fn fs_status_name(status: fs_status) -> *const c_char {
+    handle::no_panic(c"".as_ptr(), || status_name(status).as_ptr())
+}
+
+fn status_name(status: fs_status) -> &'static CStr {
     use fs_status::*;
-    let name: &'static CStr = match status {
+    match status {
         FS_OK => c"FS_OK",
         FS_ERR_INVALID_ARGUMENT => c"FS_ERR_INVALID_ARGUMENT",
         FS_ERR_BAD_HANDLE => c"FS_ERR_BAD_HANDLE",
@@ -235,8 +239,7 @@ pub extern "C" fn fs_status_name(status: fs_status) -> *const c_char {
         FS_ERR_UNSUPPORTED => c"FS_ERR_UNSUPPORTED",
         FS_ERR_NO_CONSUMER => c"FS_ERR_NO_CONSUMER",
         FS_ERR_PANIC => c"FS_ERR_PANIC",
-    };
-    name.as_ptr()
+    }
 }
 
 /// The library's version, `"MAJOR.MINOR.PATCH"`, a static string.

@@ -149,15 +149,18 @@ fn with_loan<R>(
     })
 }
 
+/// What `fs_publisher_options_default` returns (a constant: nothing there can panic).
+const OPTIONS_DEFAULT: fs_publisher_options = fs_publisher_options {
+    name: std::ptr::null(),
+    pattern: std::ptr::null(),
+    when_full: FS_WHEN_FULL_WAIT,
+    stall_timeout_ms: 0,
+};
+
 /// Default publisher settings: no name, no pattern, `FS_WHEN_FULL_WAIT`, a 10 s stall timeout.
 #[no_mangle]
 pub extern "C" fn fs_publisher_options_default() -> fs_publisher_options {
-    fs_publisher_options {
-        name: std::ptr::null(),
-        pattern: std::ptr::null(),
-        when_full: FS_WHEN_FULL_WAIT,
-        stall_timeout_ms: 0,
-    }
+    OPTIONS_DEFAULT
 }
 
 /// Publishes the stream `stream` (its socket in `$FRAMESHARE_RUNTIME_DIR`, else

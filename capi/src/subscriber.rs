@@ -161,16 +161,19 @@ impl fs_frame {
     }
 }
 
+/// What `fs_subscriber_options_default` returns (a constant: nothing there can panic).
+const OPTIONS_DEFAULT: fs_subscriber_options = fs_subscriber_options {
+    name: std::ptr::null(),
+    policy: FS_POLICY_WAIT,
+    flags: 0,
+    connect_timeout_ms: 10_000,
+};
+
 /// Default subscriber settings: `FS_POLICY_WAIT`, acquire fences taken, no reconnect, a
 /// 10 s connect timeout.
 #[no_mangle]
 pub extern "C" fn fs_subscriber_options_default() -> fs_subscriber_options {
-    fs_subscriber_options {
-        name: std::ptr::null(),
-        policy: FS_POLICY_WAIT,
-        flags: 0,
-        connect_timeout_ms: 10_000,
-    }
+    OPTIONS_DEFAULT
 }
 
 /// Subscribes to the stream `stream`, or to the socket path `stream` if it starts with `/`.
