@@ -15,6 +15,8 @@ mkdir -p "$1"
 prefix=$(cd "$1" && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}/release
 if [ "$build" = 1 ]; then
+  # On its own: built with other packages, cargo would unify the library's features with
+  # theirs (gbm, vulkan, …) and libframeshare would need their system libraries.
   (cd "$root" && cargo build --release -p frameshare-c)
 fi
 for f in libframeshare.so libframeshare.a; do

@@ -35,7 +35,8 @@ int main(int argc, char **argv) {
         if (seq == 0) {
             fs_buffer_info b;
             check(fs_loan_buffer(loan, &b), "buffer info");
-            printf("buffers: %ux%u, plane 0 fd %d stride %u\n", b.width, b.height,
+            printf("buffers: %s, %ux%u, plane 0 fd %d stride %u\n",
+                   b.kind == FS_BUFFER_DMA_HEAP ? "dma-heap" : "not dma-heap", b.width, b.height,
                    b.planes[0].fd, b.planes[0].stride);
         }
         check(fs_loan_fill_generated(loan, seq), "drawing"); /* the generator's frame seq */
