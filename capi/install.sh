@@ -41,7 +41,9 @@ Libs.private: -lgcc_s -lutil -lrt -lpthread -lm -ldl
 Cflags: -I\${includedir}
 PC
 # A system prefix: refresh the loader's cache so programs find the library.
-if [ "$(id -u)" = 0 ] && command -v ldconfig >/dev/null && ldconfig -v -N 2>/dev/null | grep -q "^$prefix/lib:"; then
-  ldconfig
+# (Not a pipe into grep -q: under pipefail, ldconfig's SIGPIPE would fail the test.)
+if [ "$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then
+  dirs=$(ldconfig -v -N 2>/dev/null || true)
+  if grep -q "^$prefix/lib:" <<<"$dirs"; then ldconfig; fi
 fi
 echo "installed frameshare $version in $prefix (lib, include, lib/pkgconfig/frameshare.pc)"
