@@ -291,6 +291,109 @@ fn a_frame_that_is_not_the_generators_is_a_mismatch() {
     publisher.join().unwrap();
 }
 
+/// sw_sync timelines, if this machine has them: a test that needs them fails in the VM (which
+/// has them) and is skipped elsewhere.
+fn sw_sync() -> bool {
+    if frameshare::sync::SwSyncTimeline::is_available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("FRAMESHARE_IN_VM").is_none(),
+        "the VM must have sw_sync (debugfs sync/sw_sync)"
+    );
+    eprintln!("skipped: needs the VM (no sw_sync)");
+    false
+}
+
+#[test]
+fn fences_cross_as_sync_file_fds() {
+    use frameshare::sync::SwSyncTimeline;
+    runtime();
+    if !sw_sync() {
+        return;
+    }
+    const FRAMES: u64 = 4;
+    // Each frame is published behind an acquire fence that signals 20 ms later.
+    let publisher = thread::spawn(|| {
+        let timeline = SwSyncTimeline::open().unwrap();
+        let mut opts = fs_publisher_options_default();
+        opts.pattern = c"bars".as_ptr();
+        let mut p = null_mut();
+        // SAFETY: in every call here, valid strings, options and out-pointers; handles as made;
+        // each fence fd is handed over once.
+        unsafe {
+            ok(fs_publisher_new(c"capi-fences".as_ptr(), &opts, &mut p));
+            ok(fs_publisher_allocate_buffers(
+                p,
+                null(),
+                FS_FORMAT_XR24,
+                W,
+                H,
+                2,
+            ));
+            ok(fs_publisher_wait_for_consumers(p, 1, 10_000));
+            for seq in 0..FRAMES {
+                let mut loan = null_mut();
+                ok(fs_publisher_loan(p, &mut loan));
+                assert!(!loan.is_null(), "frame {seq}: release fences must signal");
+                ok(fs_loan_fill_generated(loan, seq));
+                let fence = timeline.create_fence(seq as u32 + 1).unwrap();
+                ok(fs_loan_set_acquire_fence(
+                    loan,
+                    fence.into_fd().into_raw_fd(),
+                ));
+                ok(fs_loan_publish(loan, seq));
+                thread::sleep(std::time::Duration::from_millis(20));
+                timeline.advance(1).unwrap();
+            }
+            let mut stats = fs_publisher_stats::default();
+            ok(fs_publisher_finish(p, &mut stats));
+            stats
+        }
+    });
+    // Each frame goes back behind a release fence, signalled once it went.
+    let releases = SwSyncTimeline::open().unwrap();
+    let mut opts = fs_subscriber_options_default();
+    opts.name = c"capi-fences-sub".as_ptr();
+    let mut s = null_mut();
+    let mut frames = 0;
+    // SAFETY: in every call here, valid strings, options and out-pointers; handles as made;
+    // each release fence fd is handed over once.
+    unsafe {
+        ok(fs_subscriber_connect(
+            c"capi-fences".as_ptr(),
+            &opts,
+            &mut s,
+        ));
+        loop {
+            let mut e = std::mem::MaybeUninit::<fs_event>::uninit();
+            ok(fs_subscriber_next(s, 10_000, e.as_mut_ptr()));
+            let e = e.assume_init();
+            match e.kind {
+                fs_event_kind::FS_EVENT_FRAME => {
+                    let mut fd = -1;
+                    ok(fs_frame_acquire_fence(e.frame, &mut fd));
+                    assert!(fd >= 0, "frame {}: no acquire fence", e.seq);
+                    // Mapping waits for the fence: the pixels are there once it returns.
+                    let mut m = fs_mapping::default();
+                    ok(fs_frame_map(e.frame, &mut m));
+                    ok(fs_frame_verify_generated(e.frame));
+                    let release = releases.create_fence(frames as u32 + 1).unwrap();
+                    ok(fs_frame_release(e.frame, release.into_fd().into_raw_fd()));
+                    releases.advance(1).unwrap();
+                    frames += 1;
+                }
+                fs_event_kind::FS_EVENT_ENDED => break,
+                _ => {}
+            }
+        }
+        ok(fs_subscriber_free(s));
+    }
+    assert_eq!(frames, FRAMES);
+    let stats = publisher.join().unwrap();
+    assert_eq!((stats.published, stats.dropped), (FRAMES, 0));
+}
+
 #[test]
 fn null_bad_and_busy_handles_are_refused() {
     runtime();
