@@ -11,8 +11,9 @@ use std::time::Duration;
 use frameshare::bus::producer::{AcquireFenceMode, ProducerOptions};
 use frameshare::bus::socket::Channel;
 use frameshare::format::{Fourcc, FrameLayout};
+use frameshare::gpu::vulkan::{ImportMode, ImportPath};
 use frameshare::pipeline::{self, ConsumeReport, ProduceOptions, ProduceReport};
-use frameshare::sink::vulkan::{ImportMode, ImportPath, VulkanOptions, VulkanSink, VulkanStats};
+use frameshare::sink::vulkan::{VulkanOptions, VulkanSink, VulkanStats};
 use frameshare::source::Pattern;
 
 fn vm_ready() -> bool {
@@ -229,22 +230,30 @@ fn import_vs_staging_with_dma_bufs() {
         return;
     }
     for (fourcc, mode, path) in [
-        (Fourcc::XR24, ImportMode::Image, ImportPath::DmaBufImage),
-        (Fourcc::XR24, ImportMode::Buffer, ImportPath::DmaBufBuffer),
-        (Fourcc::NV12, ImportMode::Image, ImportPath::DmaBufImage),
-        (Fourcc::NV12, ImportMode::Buffer, ImportPath::DmaBufBuffer),
+        ("XR24", "image", ImportPath::DmaBufImage),
+        ("XR24", "buffer", ImportPath::DmaBufBuffer),
+        ("NV12", "image", ImportPath::DmaBufImage),
+        ("NV12", "buffer", ImportPath::DmaBufBuffer),
     ] {
         let alloc = "dma-heap";
-        let r = frameshare::sink::vulkan::bench::import_vs_staging_with(
-            alloc, fourcc, 1920, 1080, 10, mode,
-        )
-        .unwrap();
+        let r = common::vulkan_bench_json(&[
+            "--allocs",
+            alloc,
+            "--format",
+            fourcc,
+            "--sizes",
+            "1920x1080",
+            "--frames",
+            "10",
+            "--vulkan-path",
+            mode,
+        ]);
         eprintln!(
             "{alloc} {fourcc} 1920x1080 on {}: {} {:.0} µs/frame, staging {:.0} µs/frame, ratio {:.2}",
-            r.device, r.import_path, r.import_us, r.staging_us, r.ratio
+            r["device"], r["import_path"], r["import_us"], r["staging_us"], r["ratio"]
         );
-        assert_eq!(r.import_path, path);
-        assert_eq!(r.import_verified, 13);
-        assert_eq!(r.staging_verified, 13);
+        assert_eq!(r["import_path"], path.name(), "{r}");
+        assert_eq!(r["import_verified"], 13, "{r}");
+        assert_eq!(r["staging_verified"], 13, "{r}");
     }
 }

@@ -123,7 +123,7 @@ impl DisplaySink {
     fn may_convert(&self) -> bool {
         self.policy != ConvertPolicy::Never
             && self.vulkan_error.is_none()
-            && super::vulkan::icd_installed()
+            && crate::gpu::vulkan::icd_installed()
     }
 
     fn vulkan(&mut self) -> Result<&mut VulkanSink, SinkError> {

@@ -99,9 +99,13 @@ pub enum SinkError {
     /// The sink exists, but this build left it out.
     #[error("this build has no {0} sink (build with --features {1})")]
     NotBuilt(&'static str, &'static str),
-    /// A device (GPU, display) failed.
+    /// A device (display) failed.
     #[error("{0}")]
     Device(String),
+    /// The GPU layer failed (device lost, out of memory, unsupported, …).
+    #[cfg(feature = "vulkan")]
+    #[error(transparent)]
+    Vulkan(#[from] crate::gpu::vulkan::VulkanError),
 }
 
 /// What a sink can take: the consumer announces it to the producer, which picks buffers and a

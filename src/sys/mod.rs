@@ -1,4 +1,5 @@
-//! The raw system interface: every `unsafe` block of the crate lives under this module.
+//! The raw system interface, the first of the crate's two unsafe islands (the second is the Vulkan
+//! layer, `gpu::vulkan`, where ash makes every call `unsafe`).
 //! Each submodule wraps one kernel interface in safe functions taking `BorrowedFd`/`OwnedFd`;
 //! ioctls are declared once each, with rustix's `ioctl` patterns.
 #![allow(unsafe_code)]
