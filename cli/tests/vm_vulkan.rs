@@ -1,7 +1,8 @@
 //! Vulkan sink inside the VM (`ci/vm-run`), where lavapipe (Mesa 25) imports dma-bufs and
 //! handles SYNC_FD semaphores: dma-heap and udmabuf buffers into Vulkan as images and as buffers,
 //! XR24/YUYV/NV12 at 640x480 and 1920x1080, every frame verified by the GPU checksum with no
-//! copy; sw_sync acquire fences waited on by the GPU; release fences exported; `explain`.
+//! copy; sw_sync acquire fences waited on by the GPU; release fences exported; an acquire fence
+//! that never signals drops its frame and the session goes on; `explain`.
 //! On a host without the VM devices each test prints "skipped: needs the VM" and passes.
 
 mod common;
@@ -14,7 +15,9 @@ use frameshare::format::{Fourcc, FrameLayout};
 use frameshare::gpu::vulkan::{ImportMode, ImportPath};
 use frameshare::pipeline::{self, ConsumeReport, ProduceOptions, ProduceReport};
 use frameshare::sink::vulkan::{VulkanOptions, VulkanSink, VulkanStats};
-use frameshare::source::Pattern;
+use frameshare::source::{Generator, Pattern};
+use frameshare::sync::sw_sync::SW_SYNC_PATH;
+use frameshare::sync::SwSyncTimeline;
 
 fn vm_ready() -> bool {
     common::need("/dev/dma_heap/system") && common::need("/dev/udmabuf")
@@ -147,6 +150,66 @@ fn acquire_fences_are_waited_on_by_the_gpu_and_release_fences_exported() {
         );
         assert_eq!(p.fence_timeouts, 0);
     }
+}
+
+#[test]
+fn never_signalling_acquire_fence_drops_the_frame_and_the_session_goes_on() {
+    if !vm_ready() || !common::need(SW_SYNC_PATH) {
+        return;
+    }
+    let layout = FrameLayout::linear(Fourcc::XR24, 160, 120, 64).unwrap();
+    // Never advanced, and alive until the sink is done: frame 1's fence never signals.
+    let tl = SwSyncTimeline::open().unwrap();
+    let mut never = Some(tl.create_fence(1).unwrap());
+    // The sink first (its pipelines compile before it says Hello), then the producer.
+    let mut sink = VulkanSink::new(VulkanOptions::default()).expect("the sink opens");
+    let (p, c) = Channel::pair().unwrap();
+    let producer = std::thread::spawn(move || {
+        let mut prod = Producer::connect(
+            p,
+            ProducerOptions {
+                name: "generator:box".into(),
+                // Under TCG a new device takes a while to set up.
+                release_timeout: Duration::from_secs(120),
+                ..Default::default()
+            },
+            wire::FEATURE_FENCES,
+        )
+        .unwrap();
+        let (mut alloc, _) = frameshare::alloc::open("dma-heap").unwrap();
+        for _ in 0..2 {
+            prod.add_buffer(alloc.allocate(&layout).unwrap()).unwrap();
+        }
+        let mut gen = Generator::new(Pattern::MovingBox, &layout);
+        for seq in 0..4u64 {
+            let id = prod.acquire().unwrap().expect("a free buffer");
+            gen.fill(id, &mut prod.write_access(id).unwrap(), seq);
+            let fence = if seq == 1 { never.take() } else { None };
+            prod.submit(id, seq, fence).unwrap();
+        }
+        prod.finish().unwrap()
+    });
+    let started = std::time::Instant::now();
+    let report = pipeline::consume(c, &mut sink).unwrap();
+    let stats = producer.join().unwrap();
+    let s = sink.stats().clone();
+    eprintln!("{report:?}\n{s:?}\nin {:?}", started.elapsed());
+    assert_eq!(stats.produced, 4);
+    assert_eq!(report.error, None);
+    assert_eq!(report.frames_delivered, 4);
+    assert_eq!(report.frames_dropped, 1, "{report:?}");
+    assert_eq!(report.frames_verified, 3, "{report:?}");
+    assert_eq!(
+        s.gpu_acquire_waits, 1,
+        "the fence was given to the GPU, not waited on by the CPU: {s:?}"
+    );
+    assert_eq!(
+        s.devices_replaced, 1,
+        "the stuck device was parked and a new one took the rest: {s:?}"
+    );
+    // The parked device still waits on the fence: the sink leaves it to the process's end.
+    drop(sink);
+    drop(tl);
 }
 
 #[test]
