@@ -9,13 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use frameshare::bus::producer::{AcquireFenceMode, ProducerOptions};
-use frameshare::bus::socket::Channel;
+use frameshare::bus::{Channel, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
 use frameshare::format::{Fourcc, FrameLayout};
 use frameshare::gpu::vulkan::{ImportMode, ImportPath};
-use frameshare::pipeline::{self, ConsumeReport, ProduceOptions, ProduceReport};
+use frameshare::pipeline::{self, ConsumeOptions, ConsumeReport, ProduceOptions, ProduceReport};
 use frameshare::sink::vulkan::{VulkanOptions, VulkanSink, VulkanStats};
-use frameshare::source::{Generator, Pattern};
+use frameshare::sink::Sink;
+use frameshare::source::{Generator, GeneratorSource, Pattern};
 use frameshare::sync::sw_sync::SW_SYNC_PATH;
 use frameshare::sync::SwSyncTimeline;
 
@@ -23,40 +23,89 @@ fn vm_ready() -> bool {
     common::need("/dev/dma_heap/system") && common::need("/dev/udmabuf")
 }
 
-/// Producer (a thread) and a Vulkan sink (this thread) over a socketpair, in one process.
+/// The generator's publisher, patient with an emulated GPU: the consumer's pipelines may take
+/// tens of seconds to build before it says Hello, a frame seconds, and so may its release
+/// fence.
+fn publisher() -> Publisher {
+    Publisher::new(PublisherOptions {
+        name: "generator".into(),
+        pattern: Some("box".into()),
+        handshake_timeout: Duration::from_secs(300),
+        stall_timeout: Duration::from_secs(120),
+        fence_timeout: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// A Vulkan sink with `opts` on `chan`, in a thread of its own (the sink stays on the thread
+/// that made it): the consumer's report and the sink's counters.
+fn consume_in_thread(
+    chan: Channel,
+    opts: VulkanOptions,
+) -> std::thread::JoinHandle<(ConsumeReport, VulkanStats)> {
+    std::thread::spawn(move || {
+        let mut sink = VulkanSink::new(opts).expect("the Vulkan sink opens inside the VM");
+        let mut sub = subscriber(chan, &sink);
+        let report =
+            pipeline::consume(&mut sub, &mut sink, &ConsumeOptions::default()).expect("consumer");
+        let stats = sink.stats().clone();
+        (report, stats)
+    })
+}
+
+/// A subscriber on `chan` that announces what `sink` takes.
+fn subscriber(chan: Channel, sink: &dyn Sink) -> Subscriber {
+    let caps = sink.caps();
+    Subscriber::from_channel(
+        chan,
+        SubscriberOptions {
+            name: sink.name(),
+            fences: caps.fences,
+            kinds: caps.kinds,
+            formats: caps.formats,
+            stall_timeout: Duration::from_secs(120),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Producer (a thread) and a Vulkan sink (this thread) over a socketpair, in one process;
+/// `late_fence`: each frame goes out before it is written, with a sw_sync acquire fence that
+/// signals this much later.
 fn run_in_process(
     alloc: &str,
     fourcc: Fourcc,
     size: (u32, u32),
     frames: u64,
     mode: ImportMode,
-    acquire: AcquireFenceMode,
+    late_fence: Option<Duration>,
 ) -> (ProduceReport, ConsumeReport, VulkanStats) {
     let layout = FrameLayout::linear(fourcc, size.0, size.1, 256).unwrap();
-    let opts = ProduceOptions {
-        alloc: alloc.into(),
-        layout,
-        buffers: 3,
-        frames,
-        pattern: Pattern::MovingBox,
-        fps: None,
-        session: ProducerOptions {
-            acquire_fence: acquire,
-            release_timeout: Duration::from_secs(120),
+    let (allocator, note) = frameshare::alloc::open(alloc).unwrap();
+    let mut source = GeneratorSource::new(allocator, note, layout, 3, Pattern::MovingBox);
+    if let Some(delay) = late_fence {
+        source = source.with_late_acquire_fence(delay).unwrap();
+    }
+    let (a, b) = Channel::pair().unwrap();
+    let consumer = consume_in_thread(
+        b,
+        VulkanOptions {
+            mode,
             ..Default::default()
         },
-        progress: None,
-    };
-    let mut sink = VulkanSink::new(VulkanOptions {
-        mode,
+    );
+    let mut publisher = publisher();
+    publisher.add_connection(a, true).unwrap();
+    let opts = ProduceOptions {
+        frames: Some(frames),
+        wait_for: 1,
         ..Default::default()
-    })
-    .expect("the Vulkan sink opens inside the VM");
-    let (a, b) = Channel::pair().unwrap();
-    let producer = std::thread::spawn(move || pipeline::produce(a, &opts));
-    let consumed = pipeline::consume(b, &mut sink).expect("consumer");
-    let produced = producer.join().unwrap().expect("producer");
-    (produced, consumed, sink.stats().clone())
+    };
+    let produced = pipeline::produce(publisher, &mut source, &opts).expect("producer");
+    let (consumed, stats) = consumer.join().unwrap();
+    (produced, consumed, stats)
 }
 
 fn check_all_verified(what: &str, p: &ProduceReport, c: &ConsumeReport, frames: u64) {
@@ -83,8 +132,7 @@ fn dma_bufs_import_as_images_and_as_buffers() {
             for fourcc in [Fourcc::XR24, Fourcc::YUYV, Fourcc::NV12] {
                 for (size, frames) in [((640, 480), 8), ((1920, 1080), 4)] {
                     let what = format!("{alloc} {fourcc} {}x{} as {path}", size.0, size.1);
-                    let (p, c, s) =
-                        run_in_process(alloc, fourcc, size, frames, mode, AcquireFenceMode::None);
+                    let (p, c, s) = run_in_process(alloc, fourcc, size, frames, mode, None);
                     check_all_verified(&what, &p, &c, frames);
                     assert_eq!(s.imports.len(), 3, "{what}: one import per buffer");
                     for i in &s.imports {
@@ -108,7 +156,7 @@ fn rg24_dma_buf_falls_back_to_the_buffer_path() {
         (642, 480),
         6,
         ImportMode::Auto,
-        AcquireFenceMode::None,
+        None,
     );
     check_all_verified("RG24", &p, &c, 6);
     assert!(s.imports.iter().all(|i| i.path == ImportPath::DmaBufBuffer));
@@ -129,9 +177,7 @@ fn acquire_fences_are_waited_on_by_the_gpu_and_release_fences_exported() {
             (640, 480),
             frames,
             ImportMode::Auto,
-            AcquireFenceMode::SwSyncLate {
-                delay: Duration::from_millis(30),
-            },
+            Some(Duration::from_millis(30)),
         );
         check_all_verified(
             &format!("{fourcc} with late acquire fences"),
@@ -158,43 +204,35 @@ fn never_signalling_acquire_fence_drops_the_frame_and_the_session_goes_on() {
         return;
     }
     let layout = FrameLayout::linear(Fourcc::XR24, 160, 120, 64).unwrap();
-    // Never advanced, and alive until the sink is done: frame 1's fence never signals.
+    // Never advanced: frame 1's fence does not signal while the stream runs.
     let tl = SwSyncTimeline::open().unwrap();
     let mut never = Some(tl.create_fence(1).unwrap());
-    // The sink first (its pipelines compile before it says Hello), then the producer.
-    let mut sink = VulkanSink::new(VulkanOptions::default()).expect("the sink opens");
     let (p, c) = Channel::pair().unwrap();
-    let producer = std::thread::spawn(move || {
-        let mut prod = Producer::connect(
-            p,
-            ProducerOptions {
-                name: "generator:box".into(),
-                // Under TCG a new device takes a while to set up.
-                release_timeout: Duration::from_secs(120),
-                ..Default::default()
-            },
-            wire::FEATURE_FENCES,
-        )
-        .unwrap();
-        let (mut alloc, _) = frameshare::alloc::open("dma-heap").unwrap();
-        for _ in 0..2 {
-            prod.add_buffer(alloc.allocate(&layout).unwrap()).unwrap();
-        }
-        let mut gen = Generator::new(Pattern::MovingBox, &layout);
-        for seq in 0..4u64 {
-            let id = prod.acquire().unwrap().expect("a free buffer");
-            gen.fill(id, &mut prod.write_access(id).unwrap(), seq);
-            let fence = if seq == 1 { never.take() } else { None };
-            prod.submit(id, seq, fence).unwrap();
-        }
-        prod.finish().unwrap()
-    });
     let started = std::time::Instant::now();
-    let report = pipeline::consume(c, &mut sink).unwrap();
-    let stats = producer.join().unwrap();
-    let s = sink.stats().clone();
+    let consumer = consume_in_thread(c, VulkanOptions::default());
+    let mut publisher = publisher();
+    publisher.add_connection(p, true).unwrap();
+    let (mut alloc, _) = frameshare::alloc::open("dma-heap").unwrap();
+    let buffers = (0..2).map(|_| alloc.allocate(&layout).unwrap()).collect();
+    publisher.set_buffers(buffers).unwrap();
+    publisher.wait_for_consumers(1, None).unwrap();
+    let mut gen = Generator::new(Pattern::MovingBox, &layout);
+    for seq in 0..4u64 {
+        let mut frame = publisher.loan().unwrap().expect("a free buffer");
+        let id = frame.id();
+        gen.fill(id, &mut frame.write().unwrap(), seq);
+        if seq == 1 {
+            frame.set_acquire_fence(never.take().unwrap());
+        }
+        frame.publish(seq).unwrap();
+    }
+    let stats = publisher.finish().unwrap();
+    // Closing the timeline signals the fence (with an error), so the parked device can go;
+    // before the sink dropped such frames this also ended its wait instead of hanging.
+    drop(tl);
+    let (report, s) = consumer.join().unwrap();
     eprintln!("{report:?}\n{s:?}\nin {:?}", started.elapsed());
-    assert_eq!(stats.produced, 4);
+    assert_eq!(stats.published, 4);
     assert_eq!(report.error, None);
     assert_eq!(report.frames_delivered, 4);
     assert_eq!(report.frames_dropped, 1, "{report:?}");
@@ -207,9 +245,6 @@ fn never_signalling_acquire_fence_drops_the_frame_and_the_session_goes_on() {
         s.devices_replaced, 1,
         "the stuck device was parked and a new one took the rest: {s:?}"
     );
-    // The parked device still waits on the fence: the sink leaves it to the process's end.
-    drop(sink);
-    drop(tl);
 }
 
 #[test]

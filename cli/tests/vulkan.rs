@@ -188,6 +188,7 @@ fn a_wrong_frame_is_caught_and_imports_happen_once_per_buffer() {
             seq,
             buffer: &buffer,
             acquire: None,
+            meta: &Default::default(),
         })
         .unwrap()
     };
