@@ -474,30 +474,11 @@ impl Sink for VulkanSink {
             .get_mut(frame.id as usize)
             .and_then(Option::as_mut)
             .ok_or_else(not_imported)?;
-        // Acquire: on the GPU (semaphore) where possible, watched from here; else on the CPU
-        // now — always for the staging copy, a CPU read, and for a fence we cannot watch.
-        let mut watch: Option<SyncFile> = None;
-        if let Some(fence) = frame.acquire {
-            let on_cpu = match fence.try_clone() {
-                Ok(dup) if !job.import().copies() => match queue.wait_on_gpu(fence) {
-                    Ok(()) => {
-                        watch = Some(dup);
-                        None
-                    }
-                    Err(fence) => Some(fence),
-                },
-                _ => Some(fence),
-            };
-            match on_cpu {
-                None => self.stats.gpu_acquire_waits += 1,
-                Some(f) => {
-                    self.stats.cpu_acquire_waits += 1;
-                    if !wait_acquire(Some(f), ACQUIRE_TIMEOUT)? {
-                        return Ok(dropped());
-                    }
-                }
-            }
-        }
+        let watch = match acquire(queue, job, frame.acquire, &mut self.stats)? {
+            Acquired::Ready => None,
+            Acquired::OnGpu(watch) => Some(watch),
+            Acquired::TimedOut => return Ok(dropped()),
+        };
         self.bytes_copied += job.stage()?;
         queue.submit(job)?;
         self.stats.frames += 1;
@@ -532,23 +513,7 @@ impl Sink for VulkanSink {
         };
         let got = job.checksum().ok_or(in_flight)?;
         self.stats.last_checksum = got;
-        let mut verified = false;
-        if let Some((want, want_rows)) = want {
-            if got == want {
-                verified = true;
-                self.stats.verified += 1;
-            } else {
-                self.stats.mismatches += 1;
-                if self.stats.mismatches <= 5 {
-                    let rows = job.row_sums().unwrap_or_default();
-                    log::error!(
-                        "vulkan: frame {}: GPU checksum 0x{got:08x}, expected 0x{want:08x}{}",
-                        frame.seq,
-                        first_difference(&layout, &rows, &want_rows)
-                    );
-                }
-            }
-        }
+        let verified = want.is_some_and(|want| check(&mut self.stats, job, frame.seq, got, want));
         #[cfg(feature = "png")]
         if let (Some(dir), Some(rgba)) = (&self.opts.png_dir, job.rgba()) {
             super::png::write_png(
@@ -584,6 +549,71 @@ impl Sink for VulkanSink {
         );
         Ok(())
     }
+}
+
+/// How a frame's acquire fence was honoured.
+enum Acquired {
+    /// It has signalled (or there was none).
+    Ready,
+    /// The submission will wait for it on the GPU; this dup of it is watched from the CPU.
+    OnGpu(SyncFile),
+    /// It did not signal within [`ACQUIRE_TIMEOUT`]: the frame is dropped.
+    TimedOut,
+}
+
+/// Honours `fence` for `job`'s next submission: on the GPU (a semaphore) where possible,
+/// watched from the CPU; else on the CPU now — always for the staging copy (a CPU read) and for
+/// a fence that cannot be watched.
+fn acquire(
+    queue: &mut FrameQueue,
+    job: &FrameJob,
+    fence: Option<SyncFile>,
+    stats: &mut VulkanStats,
+) -> Result<Acquired, SinkError> {
+    let Some(fence) = fence else {
+        return Ok(Acquired::Ready);
+    };
+    let on_cpu = match fence.try_clone() {
+        Ok(dup) if !job.import().copies() => match queue.wait_on_gpu(fence) {
+            Ok(()) => {
+                stats.gpu_acquire_waits += 1;
+                return Ok(Acquired::OnGpu(dup));
+            }
+            Err(fence) => fence,
+        },
+        _ => fence,
+    };
+    stats.cpu_acquire_waits += 1;
+    Ok(if wait_acquire(Some(on_cpu), ACQUIRE_TIMEOUT)? {
+        Acquired::Ready
+    } else {
+        Acquired::TimedOut
+    })
+}
+
+/// Compares the GPU's checksum `got` of frame `seq` with the generator's `(checksum, row sums)`
+/// and counts the outcome; the first mismatches are logged with the first row that differs.
+fn check(
+    stats: &mut VulkanStats,
+    job: &FrameJob,
+    seq: u64,
+    got: u32,
+    want: (u32, Vec<u32>),
+) -> bool {
+    let (want, want_rows) = want;
+    if got == want {
+        stats.verified += 1;
+        return true;
+    }
+    stats.mismatches += 1;
+    if stats.mismatches <= 5 {
+        let rows = job.row_sums().unwrap_or_default();
+        log::error!(
+            "vulkan: frame {seq}: GPU checksum 0x{got:08x}, expected 0x{want:08x}{}",
+            first_difference(job.layout(), &rows, &want_rows)
+        );
+    }
+    false
 }
 
 /// A frame that could not be used.

@@ -41,7 +41,7 @@ impl Device {
         Self::open_preferring(&[])
     }
 
-    /// Opens the device the Vulkan sink would use for buffers of `kind`: one that has the
+    /// Opens a device for buffers of `kind` (what `explain` checks against): one that has the
     /// extensions of the best path for that kind (else of the next), else the best device.
     pub fn open_for(kind: BufferKind) -> Result<Arc<Device>, VulkanError> {
         Self::open_preferring(ImportPath::for_kind(kind))
