@@ -36,7 +36,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     use frameshare::format::Fourcc;
     use frameshare::pipeline::negotiate_camera_format;
-    use frameshare::sink::display::DisplaySink;
     use frameshare::sink::kms::{KmsOptions, KmsSink};
     use frameshare::sink::{FrameIn, Sink};
     use frameshare::source::v4l2::{self, Mode, V4l2Config, V4l2Source};
@@ -64,9 +63,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let mut opts = KmsOptions::parse(&display)?;
+    let mut opts: KmsOptions = display.parse()?;
     opts.verify_writeback |= verify;
-    let mut sink = DisplaySink::new(KmsSink::open(opts.clone())?, &opts);
+    let mut sink = KmsSink::open(&opts)?;
 
     // The camera: the one named, else the first capture device; its formats as frameshare
     // names them.
@@ -117,8 +116,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         fourcc,
         src.layout().width(),
         src.layout().height(),
-        sink.kms().device().display(),
-        sink.kms().connector_name(),
+        sink.display().device().display(),
+        sink.display().connector_name(),
         prepared.mode.name()
     );
 
@@ -157,7 +156,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "{shown} frames in {elapsed:.2} s ({:.1} fps), {} flips, {} converted on the GPU, {}, \
          bytes copied {}",
         shown as f64 / elapsed,
-        sink.kms().stats().flips,
+        sink.display().stats().flips,
         sink.frames_converted(),
         if opts.verify_writeback {
             format!("verified {verified}/{shown}")

@@ -15,7 +15,7 @@ use std::time::Duration;
 use frameshare::alloc;
 use frameshare::buffer::{Access, Buffer};
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::sink::kms::{writeback, DeviceSpec, KmsError, KmsOptions, KmsSink};
+use frameshare::sink::kms::{Captured, DeviceSpec, KmsDisplay, KmsError, KmsOptions, KmsSink};
 use frameshare::source::{Generator, Pattern, Scene};
 use frameshare::sync::SwSyncTimeline;
 
@@ -45,14 +45,17 @@ fn vkms() -> Option<MutexGuard<'static, ()>> {
     found.then(|| DISPLAY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-fn sink(verify: bool) -> KmsSink {
-    KmsSink::open(KmsOptions {
+fn vkms_options(verify: bool) -> KmsOptions {
+    KmsOptions {
         device: DeviceSpec::Driver("vkms".into()),
         connector: None,
         verify_writeback: verify,
         ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("opening vkms: {e}"))
+    }
+}
+
+fn display(verify: bool) -> KmsDisplay {
+    KmsDisplay::open(&vkms_options(verify)).unwrap_or_else(|e| panic!("opening vkms: {e}"))
 }
 
 fn pool(alloc_name: &str, layout: &FrameLayout, n: usize) -> Vec<Buffer> {
@@ -66,12 +69,7 @@ fn pool(alloc_name: &str, layout: &FrameLayout, n: usize) -> Vec<Buffer> {
 }
 
 /// Checks a capture against the generator's frame, independently of the sink's own check.
-fn assert_capture_matches(
-    cap: &writeback::Captured,
-    scene: &Scene,
-    layout: &FrameLayout,
-    seq: u64,
-) {
+fn assert_capture_matches(cap: &Captured, scene: &Scene, layout: &FrameLayout, seq: u64) {
     assert!(cap.width >= layout.width() && cap.height >= layout.height());
     let (ox, oy) = (
         (cap.width - layout.width()) / 2,
@@ -93,7 +91,7 @@ fn assert_capture_matches(
 fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
     let layout = FrameLayout::linear(fourcc, 640, 480, 256).unwrap();
     let buffers = pool(alloc_name, &layout, 3);
-    let mut kms = sink(true);
+    let mut kms = display(true);
     kms.set_pattern(Some(Pattern::MovingBox));
     for (id, b) in buffers.iter().enumerate() {
         kms.import(id as u32, b).unwrap();
@@ -116,8 +114,10 @@ fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
             &mut maps[id as usize].access(Access::Write).unwrap(),
             seq,
         );
-        let (presented, cap) = writeback::capture(&mut kms, id, seq, None)
+        let presented = kms
+            .present(id, seq, None)
             .unwrap_or_else(|e| panic!("{alloc_name} frame {seq}: {e}"));
+        let cap = kms.capture().unwrap();
         assert_eq!(presented.verified, Some(true), "{alloc_name} frame {seq}");
         if fourcc == Fourcc::XR24 || fourcc == Fourcc::AR24 {
             assert_capture_matches(&cap, &scene, &layout, seq);
@@ -128,10 +128,10 @@ fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
                 assert_eq!(r.id, prev, "the replaced frame comes back");
                 assert_eq!(r.seq, seq - 1);
                 assert!(
-                    r.fence.is_some(),
+                    r.release.is_some(),
                     "with the out-fence of the replacing commit"
                 );
-                free.push((r.id, r.fence));
+                free.push((r.id, r.release));
             }
             (r, prev) => panic!("released {r:?} with {prev:?} on screen"),
         }
@@ -142,9 +142,10 @@ fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
         Some((640, 480)),
         "a mode of the frame size"
     );
-    let back = kms.release_all().unwrap();
-    assert_eq!(back.len(), 1);
-    assert_eq!(back[0].id, on_screen.unwrap());
+    let back = kms.turn_off().unwrap().expect("the last frame comes back");
+    assert_eq!(back.id, on_screen.unwrap());
+    assert!(back.release.is_none(), "off the screen already: {back:?}");
+    assert!(kms.turn_off().unwrap().is_none(), "nothing is on screen");
     let st = kms.stats();
     assert_eq!(st.verified, frames);
     assert_eq!(st.mismatches, 0);
@@ -206,7 +207,7 @@ fn a_wrong_frame_is_caught_by_writeback() {
     };
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
     let buffers = pool("dma-heap", &layout, 1);
-    let mut kms = sink(true);
+    let mut kms = display(true);
     kms.set_pattern(Some(Pattern::Bars));
     kms.import(0, &buffers[0]).unwrap();
     let mut gen = Generator::new(Pattern::Bars, &layout);
@@ -228,7 +229,7 @@ fn in_fence_holds_the_flip_until_it_signals() {
     }
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
     let buffers = pool("dma-heap", &layout, 2);
-    let mut kms = sink(false);
+    let mut kms = display(false);
     for (id, b) in buffers.iter().enumerate() {
         kms.import(id as u32, b).unwrap();
     }
@@ -241,7 +242,7 @@ fn in_fence_holds_the_flip_until_it_signals() {
     let release = p
         .released
         .expect("frame 0 comes back")
-        .fence
+        .release
         .expect("fence");
     // The display waits for the acquire fence: no flip, and frame 0 stays on screen.
     match kms.wait_flip(Duration::from_millis(300)) {
@@ -266,8 +267,10 @@ fn non_dma_buf_buffers_are_refused_clearly() {
     };
     let layout = FrameLayout::linear(Fourcc::XR24, 64, 64, 64).unwrap();
     let b = pool("memfd", &layout, 1).remove(0);
-    let mut kms = sink(false);
-    let e = kms.import(0, &b).unwrap_err().to_string();
+    let mut kms = display(false);
+    let e = kms.import(0, &b).unwrap_err();
+    assert!(e.is_unsupported(), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("KMS needs dma-buf buffers"), "{e}");
     assert!(e.contains("memfd"), "{e}");
 }
@@ -293,7 +296,7 @@ fn kms_sink_lists_what_the_plane_scans_out() {
     let Some(_display) = vkms() else {
         return;
     };
-    let kms = sink(false);
+    let kms = display(false);
     assert_eq!(kms.driver(), "vkms");
     assert!(!kms.connector_name().starts_with("Writeback"));
     let formats: Vec<String> = kms
@@ -372,7 +375,7 @@ fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
     };
     let (ours, theirs) = Channel::pair().unwrap();
     let consumer = std::thread::spawn(move || {
-        let mut kms = sink(false);
+        let mut kms = KmsSink::open(&vkms_options(false)).unwrap();
         frameshare::pipeline::consume(theirs, &mut kms).unwrap()
     });
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();

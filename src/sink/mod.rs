@@ -3,8 +3,6 @@
 //! KMS sinks import the buffers into a GPU or display. [`open`] builds one from its name.
 
 #[cfg(feature = "kms")]
-pub mod display;
-#[cfg(feature = "kms")]
 pub mod kms;
 pub mod null;
 #[cfg(feature = "png")]
@@ -99,13 +97,27 @@ pub enum SinkError {
     /// The sink exists, but this build left it out.
     #[error("this build has no {0} sink (build with --features {1})")]
     NotBuilt(&'static str, &'static str),
-    /// A device (display) failed.
-    #[error("{0}")]
-    Device(String),
     /// The GPU layer failed (device lost, out of memory, unsupported, …).
     #[cfg(feature = "vulkan")]
     #[error(transparent)]
     Vulkan(#[from] crate::gpu::vulkan::VulkanError),
+    /// The display failed, or cannot take this stream (see [`SinkError::is_unsupported`]).
+    #[cfg(feature = "kms")]
+    #[error(transparent)]
+    Kms(#[from] kms::KmsError),
+}
+
+impl SinkError {
+    /// Whether the sink cannot take this stream (its buffers' memory, format or modifier, or
+    /// its source), as opposed to a sink or device that failed.
+    pub fn is_unsupported(&self) -> bool {
+        match self {
+            SinkError::Unsupported(_) => true,
+            #[cfg(feature = "kms")]
+            SinkError::Kms(e) => e.is_unsupported(),
+            _ => false,
+        }
+    }
 }
 
 /// What a sink can take: the consumer announces it to the producer, which picks buffers and a
@@ -280,7 +292,7 @@ impl std::str::FromStr for SinkSpec {
             #[cfg(not(feature = "vulkan"))]
             ("vulkan", _) => Err(SinkError::NotBuilt("vulkan", "vulkan")),
             #[cfg(feature = "kms")]
-            ("kms", rest) => Ok(SinkSpec::Kms(kms::KmsOptions::parse(rest)?)),
+            ("kms", rest) => Ok(SinkSpec::Kms(rest.parse()?)),
             #[cfg(not(feature = "kms"))]
             ("kms", _) => Err(SinkError::NotBuilt("kms", "kms")),
             _ => Err(SinkError::UnknownName(spec.to_owned())),
@@ -301,9 +313,7 @@ impl SinkSpec {
             #[cfg(feature = "vulkan")]
             SinkSpec::Vulkan(o) => Box::new(vulkan::VulkanSink::new(o.clone())?),
             #[cfg(feature = "kms")]
-            SinkSpec::Kms(o) => {
-                Box::new(display::DisplaySink::new(kms::KmsSink::open(o.clone())?, o))
-            }
+            SinkSpec::Kms(o) => Box::new(kms::KmsSink::open(o)?),
         })
     }
 
