@@ -1,7 +1,7 @@
 //! The display sink: frames shown on a KMS display with atomic modesetting, without copying
 //! them, split by concern the way Smithay splits its DRM backend:
 //!
-//! - [`options`](KmsOptions): what a `kms[:…]` spec says (parsed purely, opened apart);
+//! - `options`: what a `kms[:…]` spec says ([`KmsOptions`]: parsed purely, opened apart);
 //! - `output`: the card, the connector → CRTC → primary plane path, the plane's formats, the
 //!   mode for a frame size, and the read-only listing for `frameshare probe` ([`outputs`]);
 //! - `framebuffer`: dma-buf → GEM handle → framebuffer, imported once per buffer;
@@ -55,6 +55,20 @@ pub enum KmsError {
         /// What was attempted.
         op: String,
         /// The error.
+        #[source]
+        errno: Errno,
+    },
+    /// The driver is not an atomic KMS driver: it refuses a client capability this display
+    /// needs.
+    #[error("KMS {path}: driver {driver} refuses client capability {capability} (not an atomic KMS device)")]
+    NotAtomic {
+        /// The device node.
+        path: PathBuf,
+        /// Its driver.
+        driver: String,
+        /// `UNIVERSAL_PLANES` or `ATOMIC`.
+        capability: &'static str,
+        /// What the driver said.
         #[source]
         errno: Errno,
     },
@@ -152,6 +166,15 @@ pub enum KmsError {
         /// Why not.
         why: String,
     },
+    /// A writeback job completed with an error.
+    #[error("KMS {path}: the writeback fence signalled an error")]
+    WritebackFailed {
+        /// The device node.
+        path: PathBuf,
+        /// The fence's error.
+        #[source]
+        errno: Errno,
+    },
     /// Bad `--sink kms:...` options.
     #[error("bad KMS sink option {0:?} (want kms[:/dev/dri/cardN|:DRIVER][:connector=NAME][:verify-writeback][:convert|:direct])")]
     BadOption(String),
@@ -187,7 +210,24 @@ impl KmsError {
         KmsError::Sys {
             path: path.to_owned(),
             op: op.into(),
-            errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+            errno: errno(&e),
         }
     }
+
+    /// The message with its sources, for a message that gathers several errors (the devices
+    /// tried one after the other).
+    fn with_sources(&self) -> String {
+        let mut s = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            s.push_str(&format!(": {e}"));
+            source = e.source();
+        }
+        s
+    }
+}
+
+/// The errno of an I/O error from a DRM call.
+fn errno(e: &std::io::Error) -> Errno {
+    Errno::from_io_error(e).unwrap_or(Errno::IO)
 }

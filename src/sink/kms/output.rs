@@ -12,7 +12,7 @@ use drm::control::{
 use drm::{ClientCapability, Device as _};
 
 use super::options::DeviceSpec;
-use super::KmsError;
+use super::{errno, KmsError};
 use crate::format::{FormatModifier, Fourcc, Modifier};
 use crate::sys::kms::{self as sys, DrmFile, NodeKind};
 
@@ -160,14 +160,13 @@ fn plane_formats(card: &DrmFile, info: &plane::Info, props: &Props) -> Vec<Forma
 /// named `connector`, else the first connected one).
 pub(super) fn open_card(spec: &DeviceSpec, connector: Option<&str>) -> Result<Card, KmsError> {
     let prepare = |card: DrmFile| -> Result<Card, KmsError> {
-        let cap = |cap, name: &str| {
+        let cap = |cap, capability| {
             card.set_client_capability(cap, true)
-                .map_err(|e| KmsError::NoOutput {
+                .map_err(|e| KmsError::NotAtomic {
                     path: card.path().to_owned(),
-                    why: format!(
-                        "driver {} refuses client capability {name}: {e} (not an atomic KMS device)",
-                        card.driver()
-                    ),
+                    driver: card.driver().to_owned(),
+                    capability,
+                    errno: errno(&e),
                 })
         };
         cap(ClientCapability::UniversalPlanes, "UNIVERSAL_PLANES")?;
@@ -188,7 +187,7 @@ pub(super) fn open_card(spec: &DeviceSpec, connector: Option<&str>) -> Result<Ca
             for p in sys::nodes(NodeKind::Card) {
                 match open(&p).and_then(prepare) {
                     Ok(x) => return Ok(x),
-                    Err(e) => seen.push(e.to_string()),
+                    Err(e) => seen.push(e.with_sources()),
                 }
             }
             Err(KmsError::NoDevice(if seen.is_empty() {

@@ -53,7 +53,7 @@ pub struct Captured {
 }
 
 impl Captured {
-    /// Row `y`.
+    /// Row `y` (panics past the last row, as slice indexing does).
     pub fn row(&self, y: u32) -> &[u8] {
         let w = self.width as usize * 4;
         &self.data[y as usize * w..(y as usize + 1) * w]
@@ -258,9 +258,9 @@ impl Writeback {
             _ => false,
         });
         match failed {
-            Some(errno) => Err(KmsError::Writeback {
+            Some(errno) => Err(KmsError::WritebackFailed {
                 path: self.path.clone(),
-                why: format!("the writeback fence signalled an error: {errno}"),
+                errno,
             }),
             None => Ok(()),
         }
