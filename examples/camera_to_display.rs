@@ -35,9 +35,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     use std::time::{Duration, Instant};
 
     use frameshare::format::Fourcc;
-    use frameshare::pipeline::negotiate_camera_format;
+    use frameshare::meta::FrameMeta;
     use frameshare::sink::kms::{KmsOptions, KmsSink};
     use frameshare::sink::{FrameIn, Sink};
+    use frameshare::source::camera::negotiate_format;
     use frameshare::source::v4l2::{self, Mode, V4l2Config, V4l2Source};
 
     let mut camera: Option<std::path::PathBuf> = None;
@@ -85,7 +86,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // What the plane scans out first, then what the Vulkan conversion reads: the same
     // negotiation the two-process pipeline does.
     let caps = sink.caps();
-    let fourcc = negotiate_camera_format(&cam.path, &offered, format, &sink.name(), &caps.formats)?
+    let fourcc = negotiate_format(&cam.path, &offered, format, &sink.name(), &caps.formats)?
         .ok_or("the display listed no formats")?;
 
     let mut src = V4l2Source::open(&V4l2Config {
@@ -135,6 +136,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             seq: f.sequence,
             buffer: &prepared.buffers[f.index as usize],
             acquire: None,
+            meta: &FrameMeta::default(),
         })?;
         shown += 1;
         verified += out.verified as u64;

@@ -360,56 +360,130 @@ fn gbm_allocator_on_each_node() {
     m.access(Access::Write).unwrap().row_mut(0, 0)[0] = 7;
 }
 
-/// Held releases through the pipeline: the KMS sink keeps the frame on screen, so its buffer
+/// Held releases through the frame bus: the KMS sink keeps the frame on screen, so its buffer
 /// goes back only once the next frame replaced it — with the replacing commit's out-fence as
 /// its release fence — and the last frame comes back when the stream goes idle (plane off),
 /// so the producer's final drain does not stall.
 #[test]
 fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
-    use frameshare::bus::producer::{Producer, ProducerOptions};
-    use frameshare::bus::socket::Channel;
-    use frameshare::bus::wire;
+    use frameshare::bus::{Channel, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+    use frameshare::meta::FrameMeta;
+    use frameshare::pipeline::ConsumeOptions;
+    use frameshare::sink::{FrameIn, FrameOut, HeldRelease, Sink, SinkCaps, SinkError, StreamInfo};
+    use std::sync::{Arc, Mutex};
     use std::time::Instant;
+
+    /// The KMS sink, with a record of what it gave back: (id, seq, with a release fence).
+    struct Recorded {
+        kms: KmsSink,
+        given_back: Arc<Mutex<Vec<(u32, u64, bool)>>>,
+    }
+    impl Sink for Recorded {
+        fn name(&self) -> String {
+            self.kms.name()
+        }
+        fn caps(&self) -> SinkCaps {
+            self.kms.caps()
+        }
+        fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
+            self.kms.start(stream)
+        }
+        fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
+            self.kms.add_buffer(id, buffer)
+        }
+        fn remove_buffer(&mut self, id: u32) {
+            self.kms.remove_buffer(id)
+        }
+        fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
+            self.kms.frame(frame)
+        }
+        fn holds_frames(&self) -> bool {
+            self.kms.holds_frames()
+        }
+        fn take_released(&mut self) -> Vec<HeldRelease> {
+            let r = self.kms.take_released();
+            let mut log = self.given_back.lock().unwrap();
+            log.extend(r.iter().map(|h| (h.id, h.seq, h.release.is_some())));
+            r
+        }
+        fn idle(&mut self) -> Result<(), SinkError> {
+            self.kms.idle()
+        }
+        fn finish(&mut self) -> Result<(), SinkError> {
+            self.kms.finish()
+        }
+    }
+
+    /// Serves the consumer for up to `timeout`, until a buffer comes back; returns those that
+    /// did (their release fences waited for).
+    fn released(p: &mut Publisher, timeout: Duration) -> Vec<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = p.take_released();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !r.is_empty() || left.is_zero() {
+                return r;
+            }
+            p.dispatch(Some(left)).unwrap();
+        }
+    }
+    let held = |p: &Publisher| p.status().consumers.iter().map(|c| c.held).sum::<u32>();
+
     let Some(_display) = vkms() else {
         return;
     };
+    let given_back = Arc::new(Mutex::new(Vec::new()));
+    let log = given_back.clone();
     let (ours, theirs) = Channel::pair().unwrap();
     let consumer = std::thread::spawn(move || {
-        let mut kms = KmsSink::open(&vkms_options(false)).unwrap();
-        frameshare::pipeline::consume(theirs, &mut kms).unwrap()
+        let kms = KmsSink::open(&vkms_options(false)).unwrap();
+        let mut sink = Recorded {
+            kms,
+            given_back: log,
+        };
+        let caps = sink.caps();
+        let opts = SubscriberOptions {
+            name: sink.name(),
+            fences: caps.fences,
+            kinds: caps.kinds,
+            formats: caps.formats,
+            ..SubscriberOptions::default()
+        };
+        let mut sub = Subscriber::from_channel(theirs, opts).unwrap();
+        frameshare::pipeline::consume(&mut sub, &mut sink, &ConsumeOptions::default()).unwrap()
     });
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
-    let mut p = Producer::connect(ours, ProducerOptions::default(), wire::FEATURE_FENCES).unwrap();
-    for b in pool("dma-heap", &layout, 3) {
-        p.add_buffer(b).unwrap();
-    }
-    p.submit(0, 0, None).unwrap();
+    let mut p = Publisher::new(PublisherOptions::default()).unwrap();
+    p.add_connection(ours, true).unwrap();
+    assert!(p
+        .wait_for_consumers(1, Some(Duration::from_secs(30)))
+        .unwrap());
+    let ids = p.set_buffers(pool("dma-heap", &layout, 3)).unwrap();
+    p.publish(ids[0], 0, FrameMeta::default(), None).unwrap();
     // Frame 0 is on screen: buffer 0 stays with the consumer.
-    let r = p.take_released(Some(Duration::from_millis(150))).unwrap();
+    let r = released(&mut p, Duration::from_millis(150));
     assert!(r.is_empty(), "released while on screen: {r:?}");
-    assert_eq!(p.held_count(), 1);
-    p.submit(1, 1, None).unwrap();
-    let r = p.take_released(Some(Duration::from_secs(3))).unwrap();
-    assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0].0, 0, "{r:?}");
-    let fence = r[0]
-        .1
-        .as_ref()
-        .expect("the out-fence of the replacing commit");
-    fence.wait(Duration::from_secs(3)).unwrap();
+    assert_eq!(held(&p), 1);
+    p.publish(ids[1], 1, FrameMeta::default(), None).unwrap();
+    let r = released(&mut p, Duration::from_secs(3));
+    assert_eq!(r, [ids[0]]);
+    assert_eq!(
+        given_back.lock().unwrap()[..],
+        [(ids[0], 0, true)],
+        "frame 0 goes back with the out-fence of the replacing commit"
+    );
     // The stream goes idle: the last frame comes back after the idle timeout, with no fence
     // (the plane is already off).
     let t = Instant::now();
-    let r = p.take_released(Some(Duration::from_secs(5))).unwrap();
+    let r = released(&mut p, Duration::from_secs(5));
     let waited = t.elapsed();
-    assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0].0, 1, "{r:?}");
-    assert!(r[0].1.is_none(), "{r:?}");
+    assert_eq!(r, [ids[1]]);
+    assert_eq!(given_back.lock().unwrap()[1..], [(ids[1], 1, false)]);
     assert!(
         waited >= frameshare::sink::IDLE_TIMEOUT / 2,
         "the last frame came back after {waited:?}, before the idle timeout"
     );
-    assert_eq!(p.held_count(), 0);
+    assert_eq!(held(&p), 0);
     let t = Instant::now();
     p.finish().unwrap();
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::KmsError;
+use super::{ConversionRefusal, KmsError};
 
 /// Which display device to open.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -50,7 +50,8 @@ impl FromStr for KmsOptions {
 
     /// Parses what follows `kms` in a sink spec: `:`- or `,`-separated tokens, each a node path
     /// (`/dev/dri/card1`), `connector=NAME`, `verify-writeback` (or `writeback`), `convert`
-    /// (always through Vulkan), `direct` (never), or a driver name.
+    /// (always through Vulkan; refused by a build without it), `direct` (never), or a driver
+    /// name.
     fn from_str(args: &str) -> Result<Self, KmsError> {
         let mut o = KmsOptions::default();
         for tok in args.split([':', ',']).filter(|t| !t.is_empty()) {
@@ -61,6 +62,9 @@ impl FromStr for KmsOptions {
             } else if matches!(tok, "verify-writeback" | "writeback" | "verify") {
                 o.verify_writeback = true;
             } else if tok == "convert" {
+                if !cfg!(feature = "vulkan") {
+                    return Err(KmsError::ConversionUnavailable(ConversionRefusal::NotBuilt));
+                }
                 o.convert = ConvertPolicy::Always;
             } else if matches!(tok, "direct" | "no-convert") {
                 o.convert = ConvertPolicy::Never;
@@ -91,8 +95,12 @@ mod tests {
         assert_eq!(o.device, DeviceSpec::Driver("vkms".into()));
         assert_eq!(o.connector.as_deref(), Some("Virtual-1"));
         assert_eq!(o.convert, ConvertPolicy::Auto);
-        let o: KmsOptions = "vkms:verify-writeback:convert".parse().unwrap();
-        assert_eq!(o.convert, ConvertPolicy::Always);
+        match "vkms:verify-writeback:convert".parse::<KmsOptions>() {
+            Ok(o) if cfg!(feature = "vulkan") => assert_eq!(o.convert, ConvertPolicy::Always),
+            Err(KmsError::ConversionUnavailable(ConversionRefusal::NotBuilt))
+                if !cfg!(feature = "vulkan") => {}
+            other => panic!("{other:?}"),
+        }
         let o: KmsOptions = "direct".parse().unwrap();
         assert_eq!(o.convert, ConvertPolicy::Never);
         assert_eq!(o.device, DeviceSpec::Auto);
