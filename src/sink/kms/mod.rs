@@ -9,8 +9,9 @@
 //! - `writeback`: capturing the screen through the writeback connector and comparing it;
 //! - `display`: [`KmsDisplay`], the presenter those make up;
 //! - `sink`: [`KmsSink`], what `--sink kms` builds: the display behind a [`crate::sink::Sink`],
-//!   holding each frame until it left the screen, with the Vulkan conversion in front of the
-//!   plane for buffers it cannot scan out (`convert`, feature `vulkan`).
+//!   holding each frame until it left the screen;
+//! - `convert` (features `kms` and `vulkan`): the Vulkan conversion the sink puts in front of
+//!   the plane for buffers it cannot scan out; a build without Vulkan refuses those, saying so.
 //!
 //! Devices are named by path (`kms:/dev/dri/card1`) or by driver (`kms:vkms`); plain `kms` takes
 //! the first card node with a connected display.
