@@ -28,14 +28,21 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("buffer", &["format", "sys", "counters"][..]),
         ("sync", &["format", "sys", "buffer"][..]),
         ("alloc", MEMORY),
-        ("bus", &["format", "sys", "buffer", "sync", "meta", "counters"][..]),
+        (
+            "bus",
+            &["format", "sys", "buffer", "sync", "meta", "counters"][..],
+        ),
         (
             "source",
-            &["format", "sys", "buffer", "sync", "meta", "counters", "alloc", "bus"][..],
+            &[
+                "format", "sys", "buffer", "sync", "meta", "counters", "alloc", "bus",
+            ][..],
         ),
         (
             "gpu",
-            &["format", "sys", "buffer", "sync", "meta", "counters", "alloc"][..],
+            &[
+                "format", "sys", "buffer", "sync", "meta", "counters", "alloc",
+            ][..],
         ),
         (
             "sink",
@@ -45,7 +52,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ),
         (
             "explain",
-            &["format", "sys", "buffer", "sync", "counters", "alloc", "gpu"][..],
+            &[
+                "format", "sys", "buffer", "sync", "counters", "alloc", "gpu",
+            ][..],
         ),
         (
             "pipeline",
@@ -124,7 +133,8 @@ fn each_module_uses_only_the_layers_below_it() {
             continue;
         };
         for used in uses(&std::fs::read_to_string(f).unwrap()) {
-            if used != module && allowed.contains_key(used.as_str()) && !ok.contains(&used.as_str()) {
+            if used != module && allowed.contains_key(used.as_str()) && !ok.contains(&used.as_str())
+            {
                 broken.push(format!(
                     "{}: `{module}` uses `crate::{used}`, a layer it may not use",
                     f.display()
