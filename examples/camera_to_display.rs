@@ -1,9 +1,7 @@
 //! Camera to display, in one process, with no pixel copies: a V4L2 camera's buffers (exported as
 //! dma-bufs, or our dma-bufs the camera writes into) are scanned out by KMS as they are, or,
 //! where the plane cannot scan the camera's format out (YUYV, NV12), converted by a Vulkan
-//! compute shader straight into XR24 display buffers first. The library's pipeline does the
-//! work: the camera (`CameraSource`) publishes in one thread, the display sink subscribes
-//! in another, over a socketpair — the same code as `frameshare produce`/`consume`.
+//! compute shader straight into XR24 display buffers first.
 //!
 //! ```text
 //! cargo run --release --features v4l2 --example camera_to_display -- \
@@ -34,15 +32,14 @@ fn main() {
 
 #[cfg(feature = "v4l2")]
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    use frameshare::bus::{Channel, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+    use std::time::{Duration, Instant};
+
     use frameshare::format::Fourcc;
-    use frameshare::pipeline::{self, ConsumeOptions, ProduceOptions};
-    use frameshare::sink::display::DisplaySink;
+    use frameshare::meta::FrameMeta;
     use frameshare::sink::kms::{KmsOptions, KmsSink};
-    use frameshare::sink::Sink;
-    use frameshare::source::camera::CameraSource;
-    use frameshare::source::v4l2::{Mode, V4l2Config};
-    use frameshare::source::Source;
+    use frameshare::sink::{FrameIn, Sink};
+    use frameshare::source::camera::negotiate_format;
+    use frameshare::source::v4l2::{self, Mode, V4l2Config, V4l2Source};
 
     let mut camera: Option<std::path::PathBuf> = None;
     let mut display = String::new();
@@ -67,97 +64,111 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let mut opts = KmsOptions::parse(&display)?;
+    let mut opts: KmsOptions = display.parse()?;
     opts.verify_writeback |= verify;
-    let mut sink = DisplaySink::new(KmsSink::open(opts.clone())?, &opts);
+    let mut sink = KmsSink::open(&opts)?;
 
-    // The camera (the one named, else the first capture device) exports its own buffers as
-    // dma-bufs, or fills ours (import needs an allocator; export, tried first, does not). Its
-    // format is negotiated with the display when it starts: what the plane scans out first,
-    // then what the Vulkan conversion reads.
-    let mut source = CameraSource::new(
-        V4l2Config {
-            device: camera,
-            fourcc: format,
-            size: None,
-            fps,
-            mode: Mode::Auto,
-            separate_planes: false,
-        },
-        "auto".parse()?,
-        4,
-    )
-    .for_consumer(&sink.name());
-
-    // One process, both ends of the bus: the camera publishes in a thread, the display
-    // subscribes here; only buffer ids cross the socketpair, each buffer's fds once.
-    let (ours, theirs) = Channel::pair()?;
-    let producer = std::thread::spawn(move || {
-        let mut publisher = Publisher::new(PublisherOptions {
-            name: source.info().name,
-            ..PublisherOptions::default()
-        })?;
-        publisher.add_connection(ours, true)?;
-        let popts = ProduceOptions {
-            frames: Some(frames),
-            wait_for: 1,
-            ..ProduceOptions::default()
-        };
-        pipeline::produce(publisher, &mut source, &popts)
-    });
+    // The camera: the one named, else the first capture device; its formats as frameshare
+    // names them.
+    let cams = v4l2::devices();
+    let cam = match &camera {
+        Some(p) => cams
+            .iter()
+            .find(|c| std::path::Path::new(&c.path) == p)
+            .ok_or_else(|| format!("{} is not a video capture device", p.display()))?,
+        None => cams.first().ok_or("no video capture device")?,
+    };
+    let offered: Vec<Fourcc> = cam
+        .formats
+        .iter()
+        .filter_map(|(_, drm, _)| drm.as_deref()?.parse().ok())
+        .collect();
+    // What the plane scans out first, then what the Vulkan conversion reads: the same
+    // negotiation the two-process pipeline does.
     let caps = sink.caps();
-    let mut sub = Subscriber::from_channel(
-        theirs,
-        SubscriberOptions {
-            name: sink.name(),
-            fences: caps.fences,
-            kinds: caps.kinds,
-            formats: caps.formats,
-            ..SubscriberOptions::default()
-        },
-    )?;
-    let shown = pipeline::consume(&mut sub, &mut sink, &ConsumeOptions::default())?;
-    let camera = producer
-        .join()
-        .map_err(|_| "the camera thread panicked")??;
-    if let Some(e) = &shown.error {
-        return Err(format!("display: {e}").into());
-    }
-    println!(
-        "{} → {} ({})",
-        camera.allocator_note,
-        sink.kms().device().display(),
-        sink.kms().connector_name()
-    );
-    let copied = camera.bytes_copied + shown.bytes_copied;
-    if camera.bytes_copied > 0 {
+    let fourcc = negotiate_format(&cam.path, &offered, format, &sink.name(), &caps.formats)?
+        .ok_or("the display listed no formats")?;
+
+    let mut src = V4l2Source::open(&V4l2Config {
+        device: Some(cam.path.clone().into()),
+        fourcc: Some(fourcc),
+        size: None,
+        fps,
+        mode: Mode::Auto,
+        separate_planes: false,
+    })?;
+    // Import needs an allocator; export (tried first) does not.
+    let (mut alloc, _) = frameshare::alloc::open("auto")?;
+    let prepared = src.prepare(Mode::Auto, 4, Some(alloc.as_mut()))?;
+    if prepared.mode == Mode::Copy {
         return Err(format!(
             "the camera can neither export nor import dma-bufs: {}",
-            camera.allocator_note
+            prepared.note
         )
         .into());
     }
-    // Corrupt frames (the camera's error flag) and frames whose fence timed out are not shown.
-    let on_screen = shown.frames_delivered - shown.frames_dropped;
-    let elapsed = camera.elapsed_s;
+    for (i, b) in prepared.buffers.iter().enumerate() {
+        sink.add_buffer(i as u32, b)?;
+    }
     println!(
-        "{on_screen} frames in {elapsed:.2} s ({:.1} fps), {} flips, {} converted on the GPU, {}, \
-         bytes copied {copied}",
-        on_screen as f64 / elapsed,
-        sink.kms().stats().flips,
+        "{} ({}) {} {}x{} → {} ({}), {} mode",
+        cam.path,
+        src.driver(),
+        fourcc,
+        src.layout().width(),
+        src.layout().height(),
+        sink.display().device().display(),
+        sink.display().connector_name(),
+        prepared.mode.name()
+    );
+
+    src.start()?;
+    let start = Instant::now();
+    let (mut shown, mut verified) = (0u64, 0u64);
+    for _ in 0..frames {
+        let f = src.next_frame(Duration::from_secs(5))?;
+        if f.corrupt {
+            src.requeue(f.index)?;
+            continue;
+        }
+        let out = sink.frame(FrameIn {
+            id: f.index,
+            seq: f.sequence,
+            buffer: &prepared.buffers[f.index as usize],
+            acquire: None,
+            meta: &FrameMeta::default(),
+        })?;
+        shown += 1;
+        verified += out.verified as u64;
+        // A buffer goes back to the camera once it left the screen (the camera takes no
+        // fences: wait for the display's release fence here).
+        for r in sink.take_released() {
+            if let Some(fence) = r.release {
+                fence.wait(Duration::from_secs(3))?;
+            }
+            src.requeue(r.id)?;
+        }
+    }
+    sink.finish()?;
+    for r in sink.take_released() {
+        src.requeue(r.id)?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "{shown} frames in {elapsed:.2} s ({:.1} fps), {} flips, {} converted on the GPU, {}, \
+         bytes copied {}",
+        shown as f64 / elapsed,
+        sink.display().stats().flips,
         sink.frames_converted(),
         if opts.verify_writeback {
-            format!("verified {}/{on_screen}", shown.frames_verified)
+            format!("verified {verified}/{shown}")
         } else {
             "writeback off".into()
         },
+        src.bytes_copied() + sink.bytes_copied()
     );
-    if opts.verify_writeback && shown.frames_verified < on_screen {
-        return Err(format!(
-            "{} frames were not verified on screen",
-            on_screen - shown.frames_verified
-        )
-        .into());
+    if opts.verify_writeback && verified < shown {
+        return Err(format!("{} frames were not verified on screen", shown - verified).into());
     }
     Ok(())
 }

@@ -15,8 +15,7 @@ use serde::Serialize;
 
 use crate::buffer::BufferKind;
 use crate::format::{FormatError, Fourcc, FrameLayout, Modifier};
-use crate::sink::vulkan::device::{image_plan, DeviceCaps, Gpu, ImportPath, Vulkan};
-use crate::sink::vulkan::import::{create_modifier_image, image_specs, Objects};
+use crate::gpu::vulkan::{chain, image_plan, image_specs, Device, DeviceCaps, ImportPath};
 
 /// What to explain.
 #[derive(Debug, Clone)]
@@ -362,12 +361,10 @@ pub fn explain(req: &Request) -> Verdict {
             return v;
         }
     };
-    let gpu = match open_for(kind) {
+    let gpu = match Device::open_for(kind) {
         Ok(g) => g,
         Err(e) => {
-            v.reasons.push(Reason::NoVulkan {
-                detail: e.to_string(),
-            });
+            v.reasons.push(Reason::NoVulkan { detail: chain(&e) });
             return v;
         }
     };
@@ -406,23 +403,6 @@ pub fn explain(req: &Request) -> Verdict {
     v
 }
 
-/// The device the sink would use for `kind`: one with every extension its best path needs,
-/// else any.
-fn open_for(kind: BufferKind) -> Result<Arc<Gpu>, crate::sink::vulkan::VulkanError> {
-    use crate::sink::vulkan::device::select;
-    let vulkan = Vulkan::load()?;
-    let devices = vulkan.devices()?;
-    let best = ImportPath::for_kind(kind)
-        .iter()
-        .find_map(|p| select(&devices, &[*p]).ok());
-    let i = match best {
-        Some(i) => i,
-        None => select(&devices, &[])?,
-    };
-    let (pdev, caps) = devices.into_iter().nth(i).expect("selected from the list");
-    Gpu::open_device(vulkan, pdev, caps).map(Arc::new)
-}
-
 fn missing(caps: &DeviceCaps, path: ImportPath) -> Option<Reason> {
     let m = caps.missing(path);
     (!m.is_empty()).then(|| Reason::MissingExtension {
@@ -431,7 +411,7 @@ fn missing(caps: &DeviceCaps, path: ImportPath) -> Option<Reason> {
     })
 }
 
-fn check_path(gpu: &Arc<Gpu>, path: ImportPath, layout: &FrameLayout) -> Vec<Reason> {
+fn check_path(gpu: &Arc<Device>, path: ImportPath, layout: &FrameLayout) -> Vec<Reason> {
     let caps = gpu.caps();
     if let Some(r) = missing(caps, path) {
         return vec![r];
@@ -480,7 +460,7 @@ fn check_path(gpu: &Arc<Gpu>, path: ImportPath, layout: &FrameLayout) -> Vec<Rea
     reasons
 }
 
-fn check_image(gpu: &Arc<Gpu>, layout: &FrameLayout) -> Vec<Reason> {
+fn check_image(gpu: &Arc<Device>, layout: &FrameLayout) -> Vec<Reason> {
     let fourcc = layout.fourcc().name();
     let modifier = layout.modifier();
     let Some(plan) = image_plan(layout.fourcc()) else {
@@ -521,51 +501,40 @@ fn check_image(gpu: &Arc<Gpu>, layout: &FrameLayout) -> Vec<Reason> {
     }
     let mut reasons = Vec::new();
     for spec in image_specs(layout, plan, support.multi_planar) {
-        let flags = if spec.multi_planar {
-            ash::vk::ImageCreateFlags::MUTABLE_FORMAT | ash::vk::ImageCreateFlags::EXTENDED_USAGE
-        } else {
-            ash::vk::ImageCreateFlags::empty()
-        };
-        match gpu.image_importable(spec.format, modifier, flags) {
-            Ok(max) if spec.width > max.width || spec.height > max.height => {
+        match gpu.image_limits(&spec, modifier) {
+            Ok((w, h)) if spec.width() > w || spec.height() > h => {
                 reasons.push(Reason::TooLarge {
                     path: ImportPath::DmaBufImage,
                     detail: format!(
-                        "{:?} {}x{} exceeds the driver's {}x{}",
-                        spec.format, spec.width, spec.height, max.width, max.height
+                        "{} {}x{} exceeds the driver's {w}x{h}",
+                        spec.format_name(),
+                        spec.width(),
+                        spec.height()
                     ),
                 });
                 continue;
             }
             Ok(_) => {}
             Err(e) => {
-                reasons.push(Reason::PlaneLayoutRejected { detail: e });
+                reasons.push(Reason::PlaneLayoutRejected { detail: chain(&e) });
                 continue;
             }
         }
-        let try_layout = |planes: &[(u64, u32)]| {
-            let mut objects = Objects::new(gpu);
-            create_modifier_image(gpu, &mut objects, &spec, planes, modifier.0).map(|_| ())
-        };
-        let Err(e) = try_layout(&spec.planes) else {
+        let try_layout = |planes: &[(u64, u32)]| gpu.check_image_layout(&spec, planes, modifier);
+        let Err(e) = try_layout(spec.planes()) else {
             continue;
         };
         // Find what the driver wants: align each plane's stride, then its offset.
-        let plane_base = if spec.planes.len() == 1 && spec.format == ash::vk::Format::R8G8_UINT {
-            1
-        } else {
-            0
-        };
         let mut found = false;
-        for (k, &(offset, stride)) in spec.planes.iter().enumerate() {
-            let plane = plane_base + k;
+        for (k, &(offset, stride)) in spec.planes().iter().enumerate() {
+            let plane = spec.first_plane() + k;
             for shift in 0..=12u32 {
                 let a = 1u32 << shift;
                 let s = stride.div_ceil(a) * a;
                 if s == stride {
                     continue;
                 }
-                let mut p = spec.planes.clone();
+                let mut p = spec.planes().to_vec();
                 p[k].1 = s;
                 if try_layout(&p).is_ok() {
                     reasons.push(Reason::StrideAlignment {
@@ -586,7 +555,7 @@ fn check_image(gpu: &Arc<Gpu>, layout: &FrameLayout) -> Vec<Reason> {
                 if o == offset {
                     continue;
                 }
-                let mut p = spec.planes.clone();
+                let mut p = spec.planes().to_vec();
                 p[k].0 = o;
                 if try_layout(&p).is_ok() {
                     reasons.push(Reason::OffsetAlignment {
@@ -603,9 +572,7 @@ fn check_image(gpu: &Arc<Gpu>, layout: &FrameLayout) -> Vec<Reason> {
             }
         }
         if !found {
-            reasons.push(Reason::PlaneLayoutRejected {
-                detail: e.to_string(),
-            });
+            reasons.push(Reason::PlaneLayoutRejected { detail: chain(&e) });
         }
     }
     reasons

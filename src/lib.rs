@@ -6,14 +6,15 @@
 //! consumer hands frames to a [`sink`] (verify, PNG, Vulkan, KMS, …) and gives each buffer back
 //! with an optional release fence.
 //!
-//! Layers, each using only those below: `pipeline` → `sink` → `source` → `bus` → `alloc` →
-//! `buffer`, `sync` → `format`; `sys` (private) holds the raw system calls.
+//! Layers, each using only those below: `pipeline` → `sink` → `gpu` (feature `vulkan`) →
+//! `source` → `bus` → `alloc` → `buffer`, `sync` → `format`; `sys` (private) holds the raw
+//! system calls.
 //!
 //! # Unsafe code
 //! The crate denies `unsafe_code`; two declared islands opt in, and every block there carries a
 //! `// SAFETY:` line (enforced by `clippy::undocumented_unsafe_blocks`):
 //! - `sys` (private): raw ioctls, `mmap`, `shmat`, fd adoption;
-//! - the Vulkan layer (feature `vulkan`), where ash makes every call `unsafe`.
+//! - `gpu::vulkan` (feature `vulkan`), the GPU layer, where ash makes every call `unsafe`.
 //!
 //! # Features
 //! `vulkan` (GPU import and conversion, ash), `kms` (display sink, drm-dumb allocator, drm),
@@ -28,6 +29,8 @@ pub mod counters;
 #[cfg(feature = "vulkan")]
 pub mod explain;
 pub mod format;
+#[cfg(feature = "vulkan")]
+pub mod gpu;
 pub mod meta;
 pub mod pipeline;
 pub mod sink;

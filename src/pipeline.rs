@@ -419,6 +419,10 @@ pub fn consume(
         report.error.get_or_insert(e.to_string());
     }
     let _ = give_back(sink, &mut held);
+    if let Err(e @ PipelineError::Sink(_)) = &result {
+        // The producer hears why this consumer leaves (the subscriber's own failures said so).
+        subscriber.abort(&error_chain(e));
+    }
     if let Err(e) = result {
         report.error = Some(error_chain(&e));
     }

@@ -67,7 +67,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
@@ -166,11 +166,6 @@ fn sys(op: &'static str) -> impl FnOnce(Errno) -> BenchError {
     move |errno| BenchError::Sys { op, errno }
 }
 
-/// A function that measures the Vulkan import-vs-staging figure (the Vulkan sink provides it).
-/// It gets the frame sizes and the frame count of the run; an `Err` says why it measured nothing
-/// and becomes the report's [`BenchReport::vulkan_note`].
-pub type VulkanHook = fn(sizes: &[(u32, u32)], frames: u64) -> Result<VulkanFigures, String>;
-
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -199,8 +194,9 @@ pub struct BenchOptions {
     pub peer_exe: PathBuf,
     /// Its arguments; the control socket's fd number is appended.
     pub peer_args: Vec<String>,
-    /// The Vulkan import-vs-staging measurement, once one exists.
-    pub vulkan: Option<VulkanHook>,
+    /// Also measure Vulkan import vs a staging copy (`bench_vulkan::figures`); why it measured
+    /// nothing becomes the report's [`BenchReport::vulkan_note`].
+    pub vulkan: bool,
 }
 
 impl BenchOptions {
@@ -218,7 +214,7 @@ impl BenchOptions {
             progress: false,
             peer_exe,
             peer_args,
-            vulkan: None,
+            vulkan: false,
         }
     }
 }
@@ -440,33 +436,7 @@ pub struct VulkanFigures {
     pub ratio: f64,
 }
 
-/// The [`VulkanHook`] the CLI installs with `--vulkan`: the Vulkan sink's import-vs-staging
-/// measurement (`sink::vulkan::bench`) for XR24 at the first size, on the best allocator here
-/// (a dma-buf where there is one, else memfd), the same frames through both paths in one run.
-pub fn vulkan_import_vs_staging(
-    sizes: &[(u32, u32)],
-    frames: u64,
-) -> Result<VulkanFigures, String> {
-    let (w, h) = *sizes.first().ok_or("no frame size")?;
-    let (alloc, _) = alloc::open("auto").map_err(|e| e.to_string())?;
-    let r = frameshare::sink::vulkan::bench::import_vs_staging(
-        alloc.kind().name(),
-        frameshare::format::Fourcc::XR24,
-        w,
-        h,
-        frames.clamp(10, 120),
-    )
-    .map_err(|e| format!("not measured: {e}"))?;
-    Ok(VulkanFigures {
-        device: format!("{} via {:?} from {}", r.device, r.import_path, r.alloc),
-        size: format!("{w}x{h}"),
-        import_us_per_frame: r.import_us,
-        staging_us_per_frame: r.staging_us,
-        ratio: r.ratio,
-    })
-}
-
-/// The note when no Vulkan measurement was wired in.
+/// The note when the Vulkan measurement was not asked for.
 pub const VULKAN_NOT_MEASURED: &str =
     "not measured (pass --vulkan to measure import vs staging upload)";
 
@@ -622,18 +592,10 @@ impl Ctl {
 }
 
 fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, BenchError> {
-    let ts = timeout.map(|t| rustix::time::Timespec {
-        tv_sec: t.as_secs() as i64,
-        tv_nsec: t.subsec_nanos() as i64,
-    });
-    loop {
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        match poll(&mut fds, ts.as_ref()) {
-            Ok(n) => return Ok(n > 0),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(sys("poll")(e)),
-        }
-    }
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let n = frameshare::sync::poll_until(&mut fds, frameshare::sync::deadline_after(timeout))
+        .map_err(sys("poll"))?;
+    Ok(n > 0)
 }
 
 fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {
@@ -1750,7 +1712,14 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         }
     }
 
-    let vulkan = opts.vulkan.map(|hook| hook(&opts.sizes, opts.frames));
+    #[cfg(feature = "vulkan")]
+    let vulkan = opts
+        .vulkan
+        .then(|| crate::bench_vulkan::figures(&opts.sizes, opts.frames));
+    #[cfg(not(feature = "vulkan"))]
+    let vulkan = opts
+        .vulkan
+        .then(|| Err("this build has no vulkan feature".to_owned()));
     let (vulkan, vulkan_note) = match vulkan {
         None => (None, Some(VULKAN_NOT_MEASURED.to_owned())),
         Some(Ok(v)) => (Some(v), None),

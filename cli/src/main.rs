@@ -35,6 +35,8 @@ pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 mod bench;
+#[cfg(feature = "vulkan")]
+mod bench_vulkan;
 mod ls;
 mod probe;
 mod stream;
@@ -164,6 +166,16 @@ mod bench_args {
         /// Also measure Vulkan import vs a staging-copy upload (first size, XR24).
         #[arg(long)]
         pub vulkan: bool,
+        /// Measure only Vulkan import vs staging: the first of --allocs (`auto`: the best
+        /// here) and of --sizes, in --format, through --vulkan-path, for --frames frames.
+        #[arg(long)]
+        pub vulkan_only: bool,
+        /// Pixel format of the --vulkan-only measurement.
+        #[arg(long, default_value = "XR24")]
+        pub format: String,
+        /// Import path of the --vulkan-only measurement: auto, image or buffer (dma-bufs).
+        #[arg(long, default_value = "auto")]
+        pub vulkan_path: String,
         /// Ping-pongs per measured cell (verify batches get a third of it, fps batches as many).
         #[arg(long, default_value_t = 300)]
         pub frames: u64,
@@ -344,13 +356,14 @@ fn bench_cmd(args: &bench_args::BenchArgs) -> Result<i32> {
     opts.pace = Duration::from_micros(args.pace_us);
     opts.pattern = args.pattern.parse().map_err(anyhow::Error::msg)?;
     opts.progress = std::io::stderr().is_terminal();
-    if args.vulkan {
-        #[cfg(feature = "vulkan")]
-        {
-            opts.vulkan = Some(bench::vulkan_import_vs_staging);
-        }
-        #[cfg(not(feature = "vulkan"))]
-        bail!("--vulkan needs a build with the vulkan feature");
+    opts.vulkan = args.vulkan;
+    #[cfg(not(feature = "vulkan"))]
+    if args.vulkan || args.vulkan_only {
+        anyhow::bail!("--vulkan needs a build with the vulkan feature");
+    }
+    #[cfg(feature = "vulkan")]
+    if args.vulkan_only {
+        return bench_vulkan_only(args, &opts);
     }
     let report = bench::run(&opts)?;
     if args.json {
@@ -362,6 +375,38 @@ fn bench_cmd(args: &bench_args::BenchArgs) -> Result<i32> {
         .consumer_cpu
         .iter()
         .any(|c| c.frames_verified != c.verify_frames);
+    if bad {
+        eprintln!("frameshare: some frames failed verification during the benchmark");
+    }
+    Ok(if bad { 1 } else { 0 })
+}
+
+/// `frameshare bench --vulkan-only`: the import-vs-staging measurement alone. Exits 1 if a
+/// frame failed verification.
+#[cfg(feature = "vulkan")]
+fn bench_vulkan_only(args: &bench_args::BenchArgs, opts: &bench::BenchOptions) -> Result<i32> {
+    use anyhow::Context;
+    use frameshare::gpu::vulkan::ImportMode;
+    let mode = match args.vulkan_path.as_str() {
+        "auto" => ImportMode::Auto,
+        "image" => ImportMode::Image,
+        "buffer" => ImportMode::Buffer,
+        other => anyhow::bail!("unknown --vulkan-path {other:?} (want auto, image or buffer)"),
+    };
+    let size = *opts.sizes.first().context("no --sizes")?;
+    let alloc = match opts.allocs.first().map(String::as_str) {
+        None | Some("auto") => frameshare::alloc::open("auto")?.0.kind().name().to_owned(),
+        Some(name) => name.to_owned(),
+    };
+    let fourcc: frameshare::format::Fourcc = args.format.parse()?;
+    let r = bench_vulkan::import_vs_staging(&alloc, fourcc, size, opts.frames, mode)?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        out!("{r}");
+    }
+    let all = opts.frames + bench_vulkan::WARMUP;
+    let bad = r.import_verified != all || r.staging_verified != all;
     if bad {
         eprintln!("frameshare: some frames failed verification during the benchmark");
     }

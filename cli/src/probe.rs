@@ -88,7 +88,7 @@ pub struct Probe {
     /// Whether debugfs `sync/sw_sync` is there (test fences).
     pub sw_sync: bool,
     /// Vulkan devices: import paths, SYNC_FD support, modifiers per fourcc.
-    pub vulkan: frameshare::sink::vulkan::VulkanProbe,
+    pub vulkan: VulkanProbe,
 }
 
 fn read_trim(p: impl AsRef<Path>) -> Option<String> {
@@ -232,7 +232,7 @@ pub fn probe() -> Probe {
         cameras: cameras(),
         kms: frameshare::sink::kms::outputs(),
         sw_sync: Path::new("/sys/kernel/debug/sync/sw_sync").exists(),
-        vulkan: frameshare::sink::vulkan::probe(),
+        vulkan: vulkan(),
     }
 }
 
@@ -349,6 +349,116 @@ impl std::fmt::Display for Probe {
             }
         }
         write!(f, "{}", self.vulkan)?;
+        Ok(())
+    }
+}
+
+/// What `frameshare probe` shows of Vulkan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VulkanProbe {
+    /// Why Vulkan is unusable here, if it is.
+    pub error: Option<String>,
+    /// Each device and what it can import.
+    pub devices: Vec<frameshare::gpu::vulkan::DeviceCaps>,
+}
+
+/// Lists the Vulkan devices and their import capabilities.
+pub fn vulkan() -> VulkanProbe {
+    match frameshare::gpu::vulkan::probe() {
+        Ok(devices) => VulkanProbe {
+            error: None,
+            devices,
+        },
+        Err(e) => VulkanProbe {
+            error: Some(frameshare::gpu::vulkan::chain(&e)),
+            devices: Vec::new(),
+        },
+    }
+}
+
+impl std::fmt::Display for VulkanProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        if let Some(e) = &self.error {
+            writeln!(f, "vulkan      none: {e}")?;
+        }
+        for d in &self.devices {
+            writeln!(
+                f,
+                "vulkan      #{} {} ({}, Vulkan {})",
+                d.index, d.name, d.device_type, d.api_version
+            )?;
+            writeln!(
+                f,
+                "  import paths    {}",
+                d.import_paths
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )?;
+            if d.min_host_pointer_alignment > 0 {
+                writeln!(
+                    f,
+                    "  host pointer    minImportedHostPointerAlignment {}",
+                    d.min_host_pointer_alignment
+                )?;
+            }
+            writeln!(
+                f,
+                "  sync_fd         semaphore import {}, export {}; queue family foreign {}",
+                yes(d.sync_fd_import),
+                yes(d.sync_fd_export),
+                yes(d.queue_family_foreign)
+            )?;
+            writeln!(
+                f,
+                "  buffer imports  up to {} bytes (maxStorageBufferRange)",
+                d.max_storage_buffer_range
+            )?;
+            if d.formats.is_empty() {
+                writeln!(
+                    f,
+                    "  modifiers       none listed (no VK_EXT_image_drm_format_modifier): dma-bufs go in as buffers, LINEAR only"
+                )?;
+            }
+            for s in &d.formats {
+                let mods: Vec<String> = s
+                    .modifiers
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} ({} plane{}{})",
+                            m.modifier,
+                            m.planes,
+                            if m.planes == 1 { "" } else { "s" },
+                            if m.storage { "" } else { ", no storage use" }
+                        )
+                    })
+                    .collect();
+                writeln!(
+                    f,
+                    "  {:<4} as image  {}{}",
+                    s.fourcc,
+                    if s.vk_formats.is_empty() {
+                        "no (buffer path)".to_string()
+                    } else if mods.is_empty() {
+                        "no modifier listed".to_string()
+                    } else {
+                        mods.join(", ")
+                    },
+                    if s.vk_formats.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " [{}{}]",
+                            s.vk_formats.join(" + "),
+                            if s.multi_planar { ", multi-planar" } else { "" }
+                        )
+                    }
+                )?;
+            }
+        }
         Ok(())
     }
 }

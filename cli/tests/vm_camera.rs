@@ -303,7 +303,7 @@ fn unsupported_requests_say_what_the_camera_offers() {
 /// own buffer, pixel for pixel — camera to display with no copy, checked end to end.
 #[test]
 fn camera_xr24_to_kms_writeback_matches_the_buffer() {
-    use frameshare::sink::kms::{DeviceSpec, KmsOptions, KmsSink};
+    use frameshare::sink::kms::{DeviceSpec, KmsDisplay, KmsOptions};
     if !common::need("/dev/dri/card1") {
         return;
     }
@@ -311,7 +311,7 @@ fn camera_xr24_to_kms_writeback_matches_the_buffer() {
         return;
     };
     let p = src.prepare(Mode::Export, 4, None).unwrap();
-    let mut kms = KmsSink::open(KmsOptions {
+    let mut kms = KmsDisplay::open(&KmsOptions {
         device: DeviceSpec::Driver("vkms".into()),
         connector: None,
         verify_writeback: true,
@@ -332,14 +332,14 @@ fn camera_xr24_to_kms_writeback_matches_the_buffer() {
         assert_eq!(presented.verified, Some(true), "frame {k}");
         if let Some(r) = presented.released {
             assert_eq!(Some(r.id), on_screen);
-            if let Some(fence) = r.fence {
+            if let Some(fence) = r.release {
                 fence.wait(Duration::from_secs(3)).unwrap();
             }
             src.requeue(r.id).unwrap();
         }
         on_screen = Some(f.index);
     }
-    for r in kms.release_all().unwrap() {
+    if let Some(r) = kms.turn_off().unwrap() {
         src.requeue(r.id).unwrap();
     }
     assert_eq!(kms.stats().verified, 12);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use frameshare::alloc;
 use frameshare::buffer::{Access, Buffer};
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::sink::kms::{writeback, DeviceSpec, KmsError, KmsOptions, KmsSink};
+use frameshare::sink::kms::{Captured, DeviceSpec, KmsDisplay, KmsError, KmsOptions, KmsSink};
 use frameshare::source::{Generator, Pattern, Scene};
 use frameshare::sync::SwSyncTimeline;
 
@@ -45,14 +45,17 @@ fn vkms() -> Option<MutexGuard<'static, ()>> {
     found.then(|| DISPLAY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-fn sink(verify: bool) -> KmsSink {
-    KmsSink::open(KmsOptions {
+fn vkms_options(verify: bool) -> KmsOptions {
+    KmsOptions {
         device: DeviceSpec::Driver("vkms".into()),
         connector: None,
         verify_writeback: verify,
         ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("opening vkms: {e}"))
+    }
+}
+
+fn display(verify: bool) -> KmsDisplay {
+    KmsDisplay::open(&vkms_options(verify)).unwrap_or_else(|e| panic!("opening vkms: {e}"))
 }
 
 fn pool(alloc_name: &str, layout: &FrameLayout, n: usize) -> Vec<Buffer> {
@@ -66,12 +69,7 @@ fn pool(alloc_name: &str, layout: &FrameLayout, n: usize) -> Vec<Buffer> {
 }
 
 /// Checks a capture against the generator's frame, independently of the sink's own check.
-fn assert_capture_matches(
-    cap: &writeback::Captured,
-    scene: &Scene,
-    layout: &FrameLayout,
-    seq: u64,
-) {
+fn assert_capture_matches(cap: &Captured, scene: &Scene, layout: &FrameLayout, seq: u64) {
     assert!(cap.width >= layout.width() && cap.height >= layout.height());
     let (ox, oy) = (
         (cap.width - layout.width()) / 2,
@@ -93,7 +91,7 @@ fn assert_capture_matches(
 fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
     let layout = FrameLayout::linear(fourcc, 640, 480, 256).unwrap();
     let buffers = pool(alloc_name, &layout, 3);
-    let mut kms = sink(true);
+    let mut kms = display(true);
     kms.set_pattern(Some(Pattern::MovingBox));
     for (id, b) in buffers.iter().enumerate() {
         kms.import(id as u32, b).unwrap();
@@ -116,8 +114,10 @@ fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
             &mut maps[id as usize].access(Access::Write).unwrap(),
             seq,
         );
-        let (presented, cap) = writeback::capture(&mut kms, id, seq, None)
+        let presented = kms
+            .present(id, seq, None)
             .unwrap_or_else(|e| panic!("{alloc_name} frame {seq}: {e}"));
+        let cap = kms.capture().unwrap();
         assert_eq!(presented.verified, Some(true), "{alloc_name} frame {seq}");
         if fourcc == Fourcc::XR24 || fourcc == Fourcc::AR24 {
             assert_capture_matches(&cap, &scene, &layout, seq);
@@ -128,10 +128,10 @@ fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
                 assert_eq!(r.id, prev, "the replaced frame comes back");
                 assert_eq!(r.seq, seq - 1);
                 assert!(
-                    r.fence.is_some(),
+                    r.release.is_some(),
                     "with the out-fence of the replacing commit"
                 );
-                free.push((r.id, r.fence));
+                free.push((r.id, r.release));
             }
             (r, prev) => panic!("released {r:?} with {prev:?} on screen"),
         }
@@ -142,9 +142,10 @@ fn generator_to_writeback(alloc_name: &str, fourcc: Fourcc, frames: u64) {
         Some((640, 480)),
         "a mode of the frame size"
     );
-    let back = kms.release_all().unwrap();
-    assert_eq!(back.len(), 1);
-    assert_eq!(back[0].id, on_screen.unwrap());
+    let back = kms.turn_off().unwrap().expect("the last frame comes back");
+    assert_eq!(back.id, on_screen.unwrap());
+    assert!(back.release.is_none(), "off the screen already: {back:?}");
+    assert!(kms.turn_off().unwrap().is_none(), "nothing is on screen");
     let st = kms.stats();
     assert_eq!(st.verified, frames);
     assert_eq!(st.mismatches, 0);
@@ -206,7 +207,7 @@ fn a_wrong_frame_is_caught_by_writeback() {
     };
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
     let buffers = pool("dma-heap", &layout, 1);
-    let mut kms = sink(true);
+    let mut kms = display(true);
     kms.set_pattern(Some(Pattern::Bars));
     kms.import(0, &buffers[0]).unwrap();
     let mut gen = Generator::new(Pattern::Bars, &layout);
@@ -228,7 +229,7 @@ fn in_fence_holds_the_flip_until_it_signals() {
     }
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
     let buffers = pool("dma-heap", &layout, 2);
-    let mut kms = sink(false);
+    let mut kms = display(false);
     for (id, b) in buffers.iter().enumerate() {
         kms.import(id as u32, b).unwrap();
     }
@@ -241,7 +242,7 @@ fn in_fence_holds_the_flip_until_it_signals() {
     let release = p
         .released
         .expect("frame 0 comes back")
-        .fence
+        .release
         .expect("fence");
     // The display waits for the acquire fence: no flip, and frame 0 stays on screen.
     match kms.wait_flip(Duration::from_millis(300)) {
@@ -266,8 +267,10 @@ fn non_dma_buf_buffers_are_refused_clearly() {
     };
     let layout = FrameLayout::linear(Fourcc::XR24, 64, 64, 64).unwrap();
     let b = pool("memfd", &layout, 1).remove(0);
-    let mut kms = sink(false);
-    let e = kms.import(0, &b).unwrap_err().to_string();
+    let mut kms = display(false);
+    let e = kms.import(0, &b).unwrap_err();
+    assert!(e.is_unsupported(), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("KMS needs dma-buf buffers"), "{e}");
     assert!(e.contains("memfd"), "{e}");
 }
@@ -293,7 +296,7 @@ fn kms_sink_lists_what_the_plane_scans_out() {
     let Some(_display) = vkms() else {
         return;
     };
-    let kms = sink(false);
+    let kms = display(false);
     assert_eq!(kms.driver(), "vkms");
     assert!(!kms.connector_name().starts_with("Writeback"));
     let formats: Vec<String> = kms
@@ -357,89 +360,64 @@ fn gbm_allocator_on_each_node() {
     m.access(Access::Write).unwrap().row_mut(0, 0)[0] = 7;
 }
 
-/// A sink that records what the sink it wraps gives back: (buffer, frame, with a fence).
-struct Recording<S> {
-    inner: S,
-    released: Vec<(u32, u64, bool)>,
-}
-
-impl<S: frameshare::sink::Sink> frameshare::sink::Sink for Recording<S> {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-    fn caps(&self) -> frameshare::sink::SinkCaps {
-        self.inner.caps()
-    }
-    fn start(
-        &mut self,
-        s: &frameshare::sink::StreamInfo,
-    ) -> Result<(), frameshare::sink::SinkError> {
-        self.inner.start(s)
-    }
-    fn add_buffer(&mut self, id: u32, b: &Buffer) -> Result<(), frameshare::sink::SinkError> {
-        self.inner.add_buffer(id, b)
-    }
-    fn remove_buffer(&mut self, id: u32) {
-        self.inner.remove_buffer(id)
-    }
-    fn frame(
-        &mut self,
-        f: frameshare::sink::FrameIn<'_>,
-    ) -> Result<frameshare::sink::FrameOut, frameshare::sink::SinkError> {
-        self.inner.frame(f)
-    }
-    fn holds_frames(&self) -> bool {
-        self.inner.holds_frames()
-    }
-    fn take_released(&mut self) -> Vec<frameshare::sink::HeldRelease> {
-        let r = self.inner.take_released();
-        self.released
-            .extend(r.iter().map(|h| (h.id, h.seq, h.release.is_some())));
-        r
-    }
-    fn idle(&mut self) -> Result<(), frameshare::sink::SinkError> {
-        self.inner.idle()
-    }
-    fn finish(&mut self) -> Result<(), frameshare::sink::SinkError> {
-        self.inner.finish()
-    }
-}
-
-/// Held releases through the pipeline: the KMS sink keeps the frame on screen, so its buffer
+/// Held releases through the frame bus: the KMS sink keeps the frame on screen, so its buffer
 /// goes back only once the next frame replaced it — with the replacing commit's out-fence as
 /// its release fence — and the last frame comes back when the stream goes idle (plane off),
 /// so the producer's final drain does not stall.
 #[test]
 fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
-    use frameshare::bus::{Channel, Publisher, PublisherOptions, Subscriber};
+    use frameshare::bus::{Channel, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
     use frameshare::meta::FrameMeta;
+    use frameshare::pipeline::ConsumeOptions;
+    use frameshare::sink::{FrameIn, FrameOut, HeldRelease, Sink, SinkCaps, SinkError, StreamInfo};
+    use std::sync::{Arc, Mutex};
     use std::time::Instant;
-    let Some(_display) = vkms() else {
-        return;
-    };
-    let (ours, theirs) = Channel::pair().unwrap();
-    let consumer = std::thread::spawn(move || {
-        let mut kms = Recording {
-            inner: sink(false),
-            released: Vec::new(),
-        };
-        let opts = common::subscriber_options(&kms);
-        let mut sub = Subscriber::from_channel(theirs, opts).unwrap();
-        let report =
-            frameshare::pipeline::consume(&mut sub, &mut kms, &Default::default()).unwrap();
-        (report, kms.released)
-    });
-    let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
-    let mut p = Publisher::new(PublisherOptions::default()).unwrap();
-    p.add_connection(ours, true).unwrap();
-    assert!(p
-        .wait_for_consumers(1, Some(Duration::from_secs(30)))
-        .unwrap());
-    let ids = p.set_buffers(pool("dma-heap", &layout, 3)).unwrap();
-    let held = |p: &Publisher| p.status().consumers[0].held;
-    // Serves the consumer until a buffer comes back (its release fence waited for) or `limit`.
-    let released_within = |p: &mut Publisher, limit: Duration| {
-        let deadline = Instant::now() + limit;
+
+    /// The KMS sink, with a record of what it gave back: (id, seq, with a release fence).
+    struct Recorded {
+        kms: KmsSink,
+        given_back: Arc<Mutex<Vec<(u32, u64, bool)>>>,
+    }
+    impl Sink for Recorded {
+        fn name(&self) -> String {
+            self.kms.name()
+        }
+        fn caps(&self) -> SinkCaps {
+            self.kms.caps()
+        }
+        fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
+            self.kms.start(stream)
+        }
+        fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
+            self.kms.add_buffer(id, buffer)
+        }
+        fn remove_buffer(&mut self, id: u32) {
+            self.kms.remove_buffer(id)
+        }
+        fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
+            self.kms.frame(frame)
+        }
+        fn holds_frames(&self) -> bool {
+            self.kms.holds_frames()
+        }
+        fn take_released(&mut self) -> Vec<HeldRelease> {
+            let r = self.kms.take_released();
+            let mut log = self.given_back.lock().unwrap();
+            log.extend(r.iter().map(|h| (h.id, h.seq, h.release.is_some())));
+            r
+        }
+        fn idle(&mut self) -> Result<(), SinkError> {
+            self.kms.idle()
+        }
+        fn finish(&mut self) -> Result<(), SinkError> {
+            self.kms.finish()
+        }
+    }
+
+    /// Serves the consumer for up to `timeout`, until a buffer comes back; returns those that
+    /// did (their release fences waited for).
+    fn released(p: &mut Publisher, timeout: Duration) -> Vec<u32> {
+        let deadline = Instant::now() + timeout;
         loop {
             let r = p.take_released();
             let left = deadline.saturating_duration_since(Instant::now());
@@ -448,21 +426,59 @@ fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
             }
             p.dispatch(Some(left)).unwrap();
         }
+    }
+    let held = |p: &Publisher| p.status().consumers.iter().map(|c| c.held).sum::<u32>();
+
+    let Some(_display) = vkms() else {
+        return;
     };
+    let given_back = Arc::new(Mutex::new(Vec::new()));
+    let log = given_back.clone();
+    let (ours, theirs) = Channel::pair().unwrap();
+    let consumer = std::thread::spawn(move || {
+        let kms = KmsSink::open(&vkms_options(false)).unwrap();
+        let mut sink = Recorded {
+            kms,
+            given_back: log,
+        };
+        let caps = sink.caps();
+        let opts = SubscriberOptions {
+            name: sink.name(),
+            fences: caps.fences,
+            kinds: caps.kinds,
+            formats: caps.formats,
+            ..SubscriberOptions::default()
+        };
+        let mut sub = Subscriber::from_channel(theirs, opts).unwrap();
+        frameshare::pipeline::consume(&mut sub, &mut sink, &ConsumeOptions::default()).unwrap()
+    });
+    let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
+    let mut p = Publisher::new(PublisherOptions::default()).unwrap();
+    p.add_connection(ours, true).unwrap();
+    assert!(p
+        .wait_for_consumers(1, Some(Duration::from_secs(30)))
+        .unwrap());
+    let ids = p.set_buffers(pool("dma-heap", &layout, 3)).unwrap();
     p.publish(ids[0], 0, FrameMeta::default(), None).unwrap();
     // Frame 0 is on screen: buffer 0 stays with the consumer.
-    let r = released_within(&mut p, Duration::from_millis(150));
+    let r = released(&mut p, Duration::from_millis(150));
     assert!(r.is_empty(), "released while on screen: {r:?}");
     assert_eq!(held(&p), 1);
     p.publish(ids[1], 1, FrameMeta::default(), None).unwrap();
-    let r = released_within(&mut p, Duration::from_secs(3));
+    let r = released(&mut p, Duration::from_secs(3));
     assert_eq!(r, [ids[0]]);
+    assert_eq!(
+        given_back.lock().unwrap()[..],
+        [(ids[0], 0, true)],
+        "frame 0 goes back with the out-fence of the replacing commit"
+    );
     // The stream goes idle: the last frame comes back after the idle timeout, with no fence
     // (the plane is already off).
     let t = Instant::now();
-    let r = released_within(&mut p, Duration::from_secs(5));
+    let r = released(&mut p, Duration::from_secs(5));
     let waited = t.elapsed();
     assert_eq!(r, [ids[1]]);
+    assert_eq!(given_back.lock().unwrap()[1..], [(ids[1], 1, false)]);
     assert!(
         waited >= frameshare::sink::IDLE_TIMEOUT / 2,
         "the last frame came back after {waited:?}, before the idle timeout"
@@ -471,11 +487,9 @@ fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
     let t = Instant::now();
     p.finish().unwrap();
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
-    let (report, released) = consumer.join().unwrap();
+    let report = consumer.join().unwrap();
     assert_eq!(report.frames_delivered, 2);
     assert!(report.error.is_none(), "{report:?}");
-    // Frame 0 went back with the out-fence of the commit that replaced it, frame 1 with none.
-    assert_eq!(released, [(ids[0], 0, true), (ids[1], 1, false)]);
 }
 
 /// The two-process generator → KMS run with held releases still paces and drains: 60 frames

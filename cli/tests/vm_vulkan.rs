@@ -1,51 +1,111 @@
 //! Vulkan sink inside the VM (`ci/vm-run`), where lavapipe (Mesa 25) imports dma-bufs and
 //! handles SYNC_FD semaphores: dma-heap and udmabuf buffers into Vulkan as images and as buffers,
 //! XR24/YUYV/NV12 at 640x480 and 1920x1080, every frame verified by the GPU checksum with no
-//! copy; sw_sync acquire fences waited on by the GPU; release fences exported; `explain`.
+//! copy; sw_sync acquire fences waited on by the GPU; release fences exported; an acquire fence
+//! that never signals drops its frame and the session goes on; `explain`.
 //! On a host without the VM devices each test prints "skipped: needs the VM" and passes.
 
 mod common;
 
 use std::time::Duration;
 
+use frameshare::bus::{Channel, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::pipeline::{ConsumeReport, ProduceReport};
-use frameshare::sink::vulkan::{ImportMode, ImportPath, VulkanOptions, VulkanSink, VulkanStats};
+use frameshare::gpu::vulkan::{ImportMode, ImportPath};
+use frameshare::pipeline::{self, ConsumeOptions, ConsumeReport, ProduceOptions, ProduceReport};
+use frameshare::sink::vulkan::{VulkanOptions, VulkanSink, VulkanStats};
+use frameshare::sink::Sink;
+use frameshare::source::{Generator, GeneratorSource, Pattern};
+use frameshare::sync::sw_sync::SW_SYNC_PATH;
+use frameshare::sync::SwSyncTimeline;
 
 fn vm_ready() -> bool {
     common::need("/dev/dma_heap/system") && common::need("/dev/udmabuf")
 }
 
+/// The generator's publisher, patient with an emulated GPU: the consumer's pipelines may take
+/// tens of seconds to build before it says Hello, a frame seconds, and so may its release
+/// fence.
+fn publisher() -> Publisher {
+    Publisher::new(PublisherOptions {
+        name: "generator".into(),
+        pattern: Some("box".into()),
+        handshake_timeout: Duration::from_secs(300),
+        stall_timeout: Duration::from_secs(120),
+        fence_timeout: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// A Vulkan sink with `opts` on `chan`, in a thread of its own (the sink stays on the thread
+/// that made it): the consumer's report and the sink's counters.
+fn consume_in_thread(
+    chan: Channel,
+    opts: VulkanOptions,
+) -> std::thread::JoinHandle<(ConsumeReport, VulkanStats)> {
+    std::thread::spawn(move || {
+        let mut sink = VulkanSink::new(opts).expect("the Vulkan sink opens inside the VM");
+        let mut sub = subscriber(chan, &sink);
+        let report =
+            pipeline::consume(&mut sub, &mut sink, &ConsumeOptions::default()).expect("consumer");
+        let stats = sink.stats().clone();
+        (report, stats)
+    })
+}
+
+/// A subscriber on `chan` that announces what `sink` takes.
+fn subscriber(chan: Channel, sink: &dyn Sink) -> Subscriber {
+    let caps = sink.caps();
+    Subscriber::from_channel(
+        chan,
+        SubscriberOptions {
+            name: sink.name(),
+            fences: caps.fences,
+            kinds: caps.kinds,
+            formats: caps.formats,
+            stall_timeout: Duration::from_secs(120),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Producer (a thread) and a Vulkan sink (this thread) over a socketpair, in one process;
-/// with `late_acquire`, each frame is sent with a sw_sync acquire fence before its pixels are
-/// written, and the fence signals that long later.
+/// `late_fence`: each frame goes out before it is written, with a sw_sync acquire fence that
+/// signals this much later.
 fn run_in_process(
     alloc: &str,
     fourcc: Fourcc,
     size: (u32, u32),
     frames: u64,
     mode: ImportMode,
-    late_acquire: Option<Duration>,
+    late_fence: Option<Duration>,
 ) -> (ProduceReport, ConsumeReport, VulkanStats) {
     let layout = FrameLayout::linear(fourcc, size.0, size.1, 256).unwrap();
-    let mut source = common::generator(alloc, &layout, 3);
-    if let Some(delay) = late_acquire {
+    let (allocator, note) = frameshare::alloc::open(alloc).unwrap();
+    let mut source = GeneratorSource::new(allocator, note, layout, 3, Pattern::MovingBox);
+    if let Some(delay) = late_fence {
         source = source.with_late_acquire_fence(delay).unwrap();
     }
-    // lavapipe under TCG is slow: a frame may take long to come back.
-    let opts = frameshare::bus::PublisherOptions {
-        stall_timeout: Duration::from_secs(120),
-        ..common::generator_options()
-    };
-    let mut sink = VulkanSink::new(VulkanOptions {
-        mode,
+    let (a, b) = Channel::pair().unwrap();
+    let consumer = consume_in_thread(
+        b,
+        VulkanOptions {
+            mode,
+            ..Default::default()
+        },
+    );
+    let mut publisher = publisher();
+    publisher.add_connection(a, true).unwrap();
+    let opts = ProduceOptions {
+        frames: Some(frames),
+        wait_for: 1,
         ..Default::default()
-    })
-    .expect("the Vulkan sink opens inside the VM");
-    let (produced, consumed) = common::in_process(opts, source, frames, &mut sink);
-    let consumed = consumed.expect("consumer");
-    let produced = produced.expect("producer");
-    (produced, consumed, sink.stats().clone())
+    };
+    let produced = pipeline::produce(publisher, &mut source, &opts).expect("producer");
+    let (consumed, stats) = consumer.join().unwrap();
+    (produced, consumed, stats)
 }
 
 fn check_all_verified(what: &str, p: &ProduceReport, c: &ConsumeReport, frames: u64) {
@@ -139,6 +199,55 @@ fn acquire_fences_are_waited_on_by_the_gpu_and_release_fences_exported() {
 }
 
 #[test]
+fn never_signalling_acquire_fence_drops_the_frame_and_the_session_goes_on() {
+    if !vm_ready() || !common::need(SW_SYNC_PATH) {
+        return;
+    }
+    let layout = FrameLayout::linear(Fourcc::XR24, 160, 120, 64).unwrap();
+    // Never advanced: frame 1's fence does not signal while the stream runs.
+    let tl = SwSyncTimeline::open().unwrap();
+    let mut never = Some(tl.create_fence(1).unwrap());
+    let (p, c) = Channel::pair().unwrap();
+    let started = std::time::Instant::now();
+    let consumer = consume_in_thread(c, VulkanOptions::default());
+    let mut publisher = publisher();
+    publisher.add_connection(p, true).unwrap();
+    let (mut alloc, _) = frameshare::alloc::open("dma-heap").unwrap();
+    let buffers = (0..2).map(|_| alloc.allocate(&layout).unwrap()).collect();
+    publisher.set_buffers(buffers).unwrap();
+    publisher.wait_for_consumers(1, None).unwrap();
+    let mut gen = Generator::new(Pattern::MovingBox, &layout);
+    for seq in 0..4u64 {
+        let mut frame = publisher.loan().unwrap().expect("a free buffer");
+        let id = frame.id();
+        gen.fill(id, &mut frame.write().unwrap(), seq);
+        if seq == 1 {
+            frame.set_acquire_fence(never.take().unwrap());
+        }
+        frame.publish(seq).unwrap();
+    }
+    let stats = publisher.finish().unwrap();
+    // Closing the timeline signals the fence (with an error), so the parked device can go;
+    // before the sink dropped such frames this also ended its wait instead of hanging.
+    drop(tl);
+    let (report, s) = consumer.join().unwrap();
+    eprintln!("{report:?}\n{s:?}\nin {:?}", started.elapsed());
+    assert_eq!(stats.published, 4);
+    assert_eq!(report.error, None);
+    assert_eq!(report.frames_delivered, 4);
+    assert_eq!(report.frames_dropped, 1, "{report:?}");
+    assert_eq!(report.frames_verified, 3, "{report:?}");
+    assert_eq!(
+        s.gpu_acquire_waits, 1,
+        "the fence was given to the GPU, not waited on by the CPU: {s:?}"
+    );
+    assert_eq!(
+        s.devices_replaced, 1,
+        "the stuck device was parked and a new one took the rest: {s:?}"
+    );
+}
+
+#[test]
 fn cli_runs_verify_every_frame() {
     if !vm_ready() {
         return;
@@ -219,22 +328,30 @@ fn import_vs_staging_with_dma_bufs() {
         return;
     }
     for (fourcc, mode, path) in [
-        (Fourcc::XR24, ImportMode::Image, ImportPath::DmaBufImage),
-        (Fourcc::XR24, ImportMode::Buffer, ImportPath::DmaBufBuffer),
-        (Fourcc::NV12, ImportMode::Image, ImportPath::DmaBufImage),
-        (Fourcc::NV12, ImportMode::Buffer, ImportPath::DmaBufBuffer),
+        ("XR24", "image", ImportPath::DmaBufImage),
+        ("XR24", "buffer", ImportPath::DmaBufBuffer),
+        ("NV12", "image", ImportPath::DmaBufImage),
+        ("NV12", "buffer", ImportPath::DmaBufBuffer),
     ] {
         let alloc = "dma-heap";
-        let r = frameshare::sink::vulkan::bench::import_vs_staging_with(
-            alloc, fourcc, 1920, 1080, 10, mode,
-        )
-        .unwrap();
+        let r = common::vulkan_bench_json(&[
+            "--allocs",
+            alloc,
+            "--format",
+            fourcc,
+            "--sizes",
+            "1920x1080",
+            "--frames",
+            "10",
+            "--vulkan-path",
+            mode,
+        ]);
         eprintln!(
             "{alloc} {fourcc} 1920x1080 on {}: {} {:.0} µs/frame, staging {:.0} µs/frame, ratio {:.2}",
-            r.device, r.import_path, r.import_us, r.staging_us, r.ratio
+            r["device"], r["import_path"], r["import_us"], r["staging_us"], r["ratio"]
         );
-        assert_eq!(r.import_path, path);
-        assert_eq!(r.import_verified, 13);
-        assert_eq!(r.staging_verified, 13);
+        assert_eq!(r["import_path"], path.name(), "{r}");
+        assert_eq!(r["import_verified"], 13, "{r}");
+        assert_eq!(r["staging_verified"], 13, "{r}");
     }
 }

@@ -10,7 +10,8 @@ mod common;
 
 use frameshare::buffer::Access;
 use frameshare::format::{Fourcc, FrameLayout};
-use frameshare::sink::vulkan::{bench, icd_installed, ImportPath, VulkanOptions, VulkanSink};
+use frameshare::gpu::vulkan::{icd_installed, ImportPath};
+use frameshare::sink::vulkan::{VulkanOptions, VulkanSink};
 use frameshare::sink::{FrameIn, Sink};
 use frameshare::source::{Generator, Pattern};
 
@@ -187,7 +188,7 @@ fn a_wrong_frame_is_caught_and_imports_happen_once_per_buffer() {
             seq,
             buffer: &buffer,
             acquire: None,
-            meta: &frameshare::meta::FrameMeta::default(),
+            meta: &Default::default(),
         })
         .unwrap()
     };
@@ -258,9 +259,8 @@ fn explain_on_the_host() {
     );
     // A dma-buf kind on a device without VK_EXT_image_drm_format_modifier names the extension.
     let (_, v) = explain(&["XR24", "640x480", "--alloc", "udmabuf"]);
-    let caps = frameshare::sink::vulkan::probe();
-    if !caps
-        .devices
+    let devices = frameshare::gpu::vulkan::probe().unwrap_or_default();
+    if !devices
         .iter()
         .any(|d| d.has("VK_EXT_image_drm_format_modifier"))
     {
@@ -287,14 +287,22 @@ fn import_beats_staging_in_the_same_run() {
     if !vulkan_here() {
         return;
     }
-    let r = bench::import_vs_staging("memfd", Fourcc::XR24, 1920, 1080, 20).unwrap();
+    let r = common::vulkan_bench_json(&[
+        "--allocs",
+        "memfd",
+        "--sizes",
+        "1920x1080",
+        "--frames",
+        "20",
+    ]);
     eprintln!(
         "memfd XR24 1920x1080 on {}: {} {:.0} µs/frame, staging {:.0} µs/frame, ratio {:.2}",
-        r.device, r.import_path, r.import_us, r.staging_us, r.ratio
+        r["device"], r["import_path"], r["import_us"], r["staging_us"], r["ratio"]
     );
-    assert_eq!(r.import_path, ImportPath::HostPointer);
-    assert_eq!(r.import_verified, 23);
-    assert_eq!(r.staging_verified, 23);
-    assert_eq!(r.staging_bytes_per_frame, 1920 * 1080 * 4);
-    assert!(r.import_us > 0.0 && r.staging_us > 0.0);
+    assert_eq!(r["import_path"], "host-pointer", "{r}");
+    assert_eq!(r["import_verified"], 23, "{r}");
+    assert_eq!(r["staging_verified"], 23, "{r}");
+    assert_eq!(r["staging_bytes_per_frame"], 1920 * 1080 * 4, "{r}");
+    let us = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert!(us("import_us") > 0.0 && us("staging_us") > 0.0, "{r}");
 }

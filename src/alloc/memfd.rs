@@ -51,3 +51,19 @@ impl Allocator for MemfdAllocator {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Fourcc;
+
+    #[test]
+    fn memfds_are_sealed_against_shrinking_before_they_are_shared() {
+        let layout = FrameLayout::linear(Fourcc::XR24, 64, 64, 64).unwrap();
+        let b = MemfdAllocator::new().allocate(&layout).unwrap();
+        let fd = b.fds()[0];
+        let seals = rustix::fs::fcntl_get_seals(fd).unwrap();
+        assert!(seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL));
+        assert_eq!(rustix::fs::ftruncate(fd, 0), Err(rustix::io::Errno::PERM));
+    }
+}

@@ -1,6 +1,9 @@
-//! POSIX shm backend: `shm_open` of an unguessable name with `O_EXCL` and mode 0600, unlinked
-//! right after it is opened — the fd, not the name, is what crosses the socket — so no crash of
-//! either side can leave an entry in /dev/shm.
+//! POSIX shm backend: `shm_open` of an unguessable name with `O_EXCL` and mode 0600, opened a
+//! second time read-only, then unlinked — the fd, not the name, is what crosses the socket — so
+//! no crash of either side can leave an entry in /dev/shm. Peers get the read-only fd: a shm
+//! object cannot be sealed, and through a writable fd a peer could `ftruncate` it under our
+//! mapping. (A same-user peer that re-opens it through `/proc` can still shrink it; our own
+//! mapping is guarded against that SIGBUS, see `buffer`.)
 
 use rustix::fs::Mode;
 use rustix::shm;
@@ -49,13 +52,45 @@ impl Allocator for PosixShmAllocator {
             Mode::from_raw_mode(0o600),
         )
         .map_err(sys_err(kind, "shm_open", path.clone()))?;
+        let read_only = shm::open(&name, shm::OFlags::RDONLY, Mode::empty()).map_err(sys_err(
+            kind,
+            "shm_open(O_RDONLY)",
+            path.clone(),
+        ));
         // Unlink before anything else can fail, so the name never outlives this call.
         shm::unlink(&name).map_err(sys_err(kind, "shm_unlink", path.clone()))?;
+        let read_only = read_only?;
         rustix::fs::ftruncate(&fd, allocation_size(layout)).map_err(sys_err(
             kind,
             "ftruncate",
             path,
         ))?;
-        Ok(Buffer::from_fds(kind, layout.clone(), vec![fd])?)
+        Ok(Buffer::from_fds(kind, layout.clone(), vec![fd])?.share_read_only(vec![read_only])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Fourcc;
+    use rustix::fs::OFlags;
+
+    #[test]
+    fn peers_get_a_read_only_fd_they_cannot_truncate() {
+        let layout = FrameLayout::linear(Fourcc::XR24, 64, 64, 64).unwrap();
+        let b = PosixShmAllocator::new().allocate(&layout).unwrap();
+        let shared = b.fds()[0];
+        let mode = rustix::fs::fcntl_getfl(shared).unwrap() & OFlags::ACCMODE;
+        assert_eq!(mode, OFlags::RDONLY);
+        assert_eq!(
+            rustix::fs::ftruncate(shared, 0),
+            Err(rustix::io::Errno::INVAL)
+        );
+        // Our own mapping is writable, and what we write the peer's fd reads.
+        let mut m = b.map(true).unwrap();
+        m.access(crate::buffer::Access::Write).unwrap().bytes_mut(0)[5] = 42;
+        let mut byte = [0u8; 1];
+        rustix::io::pread(shared, &mut byte, 5).unwrap();
+        assert_eq!(byte[0], 42);
     }
 }

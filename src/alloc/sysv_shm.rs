@@ -3,7 +3,7 @@
 //! attached, so `kill -9` of either side (or both) leaves nothing in `ipcs -m`.
 
 use super::{allocation_size, sys_err, AllocError, Allocator};
-use crate::buffer::{Buffer, BufferKind};
+use crate::buffer::{Buffer, BufferKind, Credentials};
 use crate::format::FrameLayout;
 use crate::sys::sysv;
 
@@ -32,7 +32,7 @@ impl Allocator for SysvShmAllocator {
             .map_err(sys_err(kind, "shmget", None))?;
         // from_sysv attaches (keeping the segment alive) before we remove it; remove even when
         // it fails, so that an error path leaves no segment either.
-        let buffer = Buffer::from_sysv(layout.clone(), id);
+        let buffer = Buffer::from_sysv(layout.clone(), id, &Credentials::of_this_process());
         let removed = sysv::remove(id).map_err(sys_err(kind, "shmctl(IPC_RMID)", None));
         let buffer = buffer?;
         removed?;

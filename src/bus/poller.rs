@@ -3,6 +3,7 @@
 //! keeps its deadline across `EINTR` (it recomputes what is left), so a signal never restarts
 //! the clock.
 
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,13 +21,14 @@ pub(crate) struct Ready {
     pub(crate) hangup: bool,
 }
 
-/// An epoll set.
+/// Most events one wait reports (the rest are reported by the next).
+const MAX_EVENTS: usize = 64;
+
+/// An epoll set. It keeps no event buffer (events hold raw pointers, which would make the
+/// publisher and the subscriber that own a poller neither `Send` nor `Sync`).
 pub(crate) struct Poller {
     epoll: OwnedFd,
 }
-
-/// Most events one wait reports (the rest are reported by the next).
-const MAX_EVENTS: usize = 64;
 
 impl Poller {
     pub(crate) fn new() -> Result<Poller, Errno> {
@@ -76,9 +78,7 @@ impl Poller {
     /// Waits until something is ready or `deadline` passes (`None`: no deadline); an empty
     /// result means the deadline passed.
     pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> Result<Vec<Ready>, Errno> {
-        // Per wait, not a field: `epoll::Event` holds a pointer (its data union), which would
-        // keep the publisher and subscriber from being `Send`.
-        let mut events: Vec<epoll::Event> = Vec::with_capacity(MAX_EVENTS);
+        let mut events = [MaybeUninit::<epoll::Event>::uninit(); MAX_EVENTS];
         loop {
             let timeout = deadline.map(|d| {
                 let left = d.saturating_duration_since(Instant::now());
@@ -87,29 +87,27 @@ impl Poller {
                     tv_nsec: left.subsec_nanos() as i64,
                 }
             });
-            events.clear();
-            match epoll::wait(
-                &self.epoll,
-                rustix::buffer::spare_capacity(&mut events),
-                timeout.as_ref(),
-            ) {
-                Ok(_) => break,
+            match epoll::wait(&self.epoll, &mut events, timeout.as_ref()) {
+                Ok((ready, _)) => {
+                    return Ok(ready
+                        .iter()
+                        .map(|e| {
+                            let f = e.flags;
+                            Ready {
+                                token: e.data.u64(),
+                                readable: f.intersects(EventFlags::IN | EventFlags::PRI),
+                                writable: f.contains(EventFlags::OUT),
+                                hangup: f.intersects(
+                                    EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR,
+                                ),
+                            }
+                        })
+                        .collect())
+                }
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(events
-            .iter()
-            .map(|e| {
-                let f = e.flags;
-                Ready {
-                    token: e.data.u64(),
-                    readable: f.intersects(EventFlags::IN | EventFlags::PRI),
-                    writable: f.contains(EventFlags::OUT),
-                    hangup: f.intersects(EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR),
-                }
-            })
-            .collect())
     }
 }
 
@@ -197,6 +195,14 @@ impl AsFd for WakePipe {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn publisher_and_subscriber_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Poller>();
+        send_sync::<crate::bus::Publisher>();
+        send_sync::<crate::bus::Subscriber>();
+    }
 
     #[test]
     fn deadline_and_wake() {

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
@@ -17,6 +17,7 @@ use rustix::net::{
 };
 
 use super::wire::{Message, WireError, MAX_FDS, MAX_MESSAGE};
+use crate::sync::{deadline_after, poll_until};
 
 /// Errors on the channel.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,15 @@ pub enum ChannelError {
     /// Fds were dropped by the kernel because the control buffer was too small.
     #[error("more than {MAX_FDS} fds in one message (MSG_CTRUNC); the extra fds were lost")]
     ControlTruncated,
+    /// Fds the peer sent were dropped because *this* process could not take them (its
+    /// `RLIMIT_NOFILE` is reached): our limit, not the peer's fault.
+    #[error("this process's fd limit (RLIMIT_NOFILE {limit}) is reached with {open} fds open: the kernel dropped fds the peer sent (MSG_CTRUNC)")]
+    FdLimit {
+        /// The soft limit.
+        limit: u64,
+        /// Fds open in this process when it happened.
+        open: usize,
+    },
     /// The message itself was malformed.
     #[error("malformed message: {0}")]
     Wire(#[from] WireError),
@@ -173,25 +183,8 @@ impl Channel {
 
     /// Waits up to `timeout` (forever if `None`) for a message to be readable.
     pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool, ChannelError> {
-        let ts = timeout.map(|t| rustix::time::Timespec {
-            tv_sec: t.as_secs() as i64,
-            tv_nsec: t.subsec_nanos() as i64,
-        });
-        loop {
-            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Ok(false),
-                Ok(_) => return Ok(true),
-                Err(Errno::INTR) => continue,
-                Err(errno) => {
-                    return Err(ChannelError::Sys {
-                        op: "poll",
-                        path: None,
-                        errno,
-                    })
-                }
-            }
-        }
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        Ok(poll_until(&mut fds, deadline_after(timeout)).map_err(sys("poll"))? > 0)
     }
 
     /// Receives one message and its fds, blocking up to `timeout` (forever if `None`).
@@ -257,7 +250,7 @@ impl Channel {
             }
         }
         if got.flags.contains(ReturnFlags::CTRUNC) {
-            return Err(ChannelError::ControlTruncated);
+            return Err(ctrunc_cause(fds.len()));
         }
         if got.flags.contains(ReturnFlags::TRUNC) {
             return Err(ChannelError::Truncated);
@@ -277,16 +270,9 @@ impl Channel {
     }
 }
 
-/// Who is at the other end of a connection (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Credentials {
-    /// Process id.
-    pub pid: u32,
-    /// Effective user id.
-    pub uid: u32,
-    /// Effective group id.
-    pub gid: u32,
-}
+/// Who is at the other end of a connection (`SO_PEERCRED`). Defined with the buffers, whose
+/// checks (may the peer attach this SysV segment?) take it.
+pub use crate::buffer::Credentials;
 
 /// Sends one datagram with its fds. `Ok(false)` only with `DONTWAIT`, when the peer's queue is
 /// full (nothing sent).
@@ -320,6 +306,27 @@ pub(crate) fn send_datagram(
                 })
             }
         }
+    }
+}
+
+/// Whose fault a `MSG_CTRUNC` is. The kernel sets it when the peer sent more fds than our
+/// control buffer holds (`MAX_FDS`: the peer broke the protocol), and also when it could not
+/// install a received fd here — our `RLIMIT_NOFILE` reached (`EMFILE`) — having installed
+/// fewer than the buffer holds. The second is our limit, to be reported as ours.
+fn ctrunc_cause(received: usize) -> ChannelError {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let open = match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => d.count().saturating_sub(1), // the directory's own fd
+        // No fd left even to list them: that is the limit.
+        Err(e) if e.raw_os_error() == Some(libc::EMFILE) => limit as usize,
+        Err(_) => 0,
+    };
+    if received < MAX_FDS || open as u64 >= limit {
+        ChannelError::FdLimit { limit, open }
+    } else {
+        ChannelError::ControlTruncated
     }
 }
 
@@ -374,24 +381,10 @@ impl Listener {
 
     /// Accepts one connection, waiting at most `timeout` (forever if `None`).
     pub fn accept(&self, timeout: Option<Duration>) -> Result<Channel, ChannelError> {
-        let ts = timeout.map(|t| rustix::time::Timespec {
-            tv_sec: t.as_secs() as i64,
-            tv_nsec: t.subsec_nanos() as i64,
-        });
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-        loop {
-            match poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Err(ChannelError::Timeout(timeout.unwrap_or_default())),
-                Ok(_) => break,
-                Err(Errno::INTR) => continue,
-                Err(errno) => {
-                    return Err(ChannelError::Sys {
-                        op: "poll",
-                        path: Some(self.path.clone()),
-                        errno,
-                    })
-                }
-            }
+        if poll_until(&mut fds, deadline_after(timeout)).map_err(path_err(&self.path, "poll"))? == 0
+        {
+            return Err(ChannelError::Timeout(timeout.unwrap_or_default()));
         }
         // The accepted socket does not inherit O_NONBLOCK (accept4 without SOCK_NONBLOCK).
         let fd = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC).map_err(|errno| {

@@ -35,7 +35,7 @@ use super::name::{NameError, StreamName};
 use super::poller::{Poller, WakePipe, Waker};
 use super::socket::{send_datagram, Channel, ChannelError, Credentials};
 use super::wire::{self, ByeCode, FrameMsg, Hello, Message, Policy, Role, MAX_BUFFERS};
-use crate::buffer::{Buffer, BufferError, BufferKind, KindSet};
+use crate::buffer::{Buffer, BufferError, BufferKind, BufferMapping, KindSet, SharedRead};
 use crate::format::FormatModifier;
 use crate::meta::FrameMeta;
 use crate::sync::SyncFile;
@@ -186,8 +186,9 @@ pub enum SubscriberEvent {
         /// The last frame's sequence number.
         last_seq: u64,
     },
-    /// The producer went away; with `reconnect` we wait for it (every buffer was removed
-    /// first, with [`SubscriberEvent::BufferRemoved`]).
+    /// The producer went away; with `reconnect` we wait for it. A
+    /// [`SubscriberEvent::BufferRemoved`] for every buffer follows (give held frames back
+    /// first: they can no longer be returned to anyone).
     Restarting {
         /// What happened.
         reason: String,
@@ -207,6 +208,8 @@ struct Shared {
     /// A second handle on the session's socket: releases go out from wherever frames are.
     socket: OwnedFd,
     held: Mutex<[Option<u64>; MAX_BUFFERS as usize]>,
+    /// CPU mappings, made on a frame's first [`Frame::read`] and kept for the buffer's life.
+    mappings: Mutex<Vec<Option<Arc<BufferMapping>>>>,
     /// Set when a release could not be sent: the session is over.
     broken: Mutex<Option<String>>,
     closed: AtomicBool,
@@ -307,6 +310,33 @@ impl Frame {
     /// Takes the acquire fence (to hand it to a GPU or a display).
     pub fn take_acquire_fence(&mut self) -> Option<SyncFile> {
         self.acquire.take()
+    }
+
+    /// Read access to the frame's pixels on the CPU, without a copy: the buffer is mapped on
+    /// its first frame and the mapping kept for the next ones. Wait on the acquire fence first,
+    /// if there is one. The guard may outlive the frame (it keeps the mapping alive), but the
+    /// producer may write the buffer again once the frame is given back.
+    pub fn read(&self) -> Result<SharedRead, SubscribeError> {
+        let buffer_err = |source| SubscribeError::Buffer {
+            id: self.id,
+            kind: self.buffer.kind(),
+            source,
+        };
+        let mapping = match &self.shared {
+            Some(shared) => {
+                let mut maps = shared.mappings.lock().unwrap_or_else(|e| e.into_inner());
+                match &maps[self.id as usize] {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(self.buffer.map(false).map_err(buffer_err)?);
+                        maps[self.id as usize] = Some(m.clone());
+                        m
+                    }
+                }
+            }
+            None => Arc::new(self.buffer.map(false).map_err(buffer_err)?),
+        };
+        mapping.read_shared().map_err(buffer_err)
     }
 
     /// Gives the frame back now, with a fence that signals when this consumer's last access
@@ -613,6 +643,7 @@ impl Subscriber {
             shared: Arc::new(Shared {
                 socket,
                 held: Mutex::new([None; MAX_BUFFERS as usize]),
+                mappings: Mutex::new((0..MAX_BUFFERS).map(|_| None).collect()),
                 broken: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 stall: self.opts.stall_timeout,
@@ -646,7 +677,11 @@ impl Subscriber {
                     return self.fail(format!("AddBuffer {id}: id already in use"));
                 }
                 let made = match sysv_id {
-                    Some(sysv) => Buffer::from_sysv(layout, sysv),
+                    // Attached only if the producer itself could attach it (SO_PEERCRED).
+                    Some(sysv) => match s.chan.peer_credentials() {
+                        Ok(producer) => Buffer::from_sysv(layout, sysv, &producer),
+                        Err(e) => return self.fail(format!("AddBuffer {id}: {e}")),
+                    },
                     None => Buffer::from_fds(kind, layout, fds),
                 };
                 match made {
@@ -673,6 +708,7 @@ impl Subscriber {
                     return self.fail(format!("RemoveBuffer {id}: the consumer still holds it"));
                 }
                 s.buffers[id as usize] = None;
+                s.shared.mappings.lock().unwrap_or_else(|e| e.into_inner())[id as usize] = None;
                 self.events.push_back(SubscriberEvent::BufferRemoved { id });
                 Ok(())
             }
@@ -800,12 +836,13 @@ impl Subscriber {
             }
             return Ok(());
         }
+        log::warn!("{reason}; waiting for it to come back");
+        // First the news (a display gives back what it shows), then the buffers go.
+        self.events
+            .push_back(SubscriberEvent::Restarting { reason });
         for id in ids {
             self.events.push_back(SubscriberEvent::BufferRemoved { id });
         }
-        log::warn!("{reason}; waiting for it to come back");
-        self.events
-            .push_back(SubscriberEvent::Restarting { reason });
         self.restarts += 1;
         let now = Instant::now();
         self.state = State::Connecting {
@@ -824,6 +861,19 @@ impl AsFd for Subscriber {
     /// timeout (retries are timed, not fd-driven).
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.poller.as_fd()
+    }
+}
+
+impl Subscriber {
+    /// Leaves the stream because of a failure on this side (a sink that could not take a
+    /// frame: a buffer the producer truncated, a file that could not be written): the producer
+    /// is told why in a `Bye`, not just that the consumer left.
+    pub fn abort(&mut self, reason: &str) {
+        if let State::Connected(s) = &mut self.state {
+            bye(&mut s.chan, ByeCode::Internal, reason);
+        }
+        self.close_session();
+        self.state = State::Ended;
     }
 }
 

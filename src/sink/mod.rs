@@ -3,8 +3,6 @@
 //! KMS sinks import the buffers into a GPU or display. [`open`] builds one from its name.
 
 #[cfg(feature = "kms")]
-pub mod display;
-#[cfg(feature = "kms")]
 pub mod kms;
 pub mod null;
 #[cfg(feature = "png")]
@@ -17,7 +15,7 @@ use std::time::Duration;
 
 use crate::buffer::KindSet;
 use crate::buffer::{Buffer, BufferError};
-use crate::format::FormatModifier;
+use crate::format::{FormatModifier, Modifier};
 use crate::source::Pattern;
 use crate::sync::{FenceError, SyncFile};
 
@@ -82,15 +80,44 @@ pub enum SinkError {
     /// The sink cannot take this stream.
     #[error("{0}")]
     Unsupported(String),
+    /// A CPU sink was given a buffer in a tiled or otherwise non-linear layout, which it cannot
+    /// read row by row.
+    #[error("{sink} reads LINEAR buffers only: buffer {id} has modifier {modifier}")]
+    NotLinear {
+        /// The sink.
+        sink: String,
+        /// Buffer id.
+        id: u32,
+        /// The buffer's modifier.
+        modifier: Modifier,
+    },
     /// Unknown sink name.
     #[error("unknown sink {0:?} (want verify, null, png:DIR, vulkan[:png:DIR])")]
     UnknownName(String),
     /// The sink exists, but this build left it out.
     #[error("this build has no {0} sink (build with --features {1})")]
     NotBuilt(&'static str, &'static str),
-    /// A device (GPU, display) failed.
-    #[error("{0}")]
-    Device(String),
+    /// The GPU layer failed (device lost, out of memory, unsupported, …).
+    #[cfg(feature = "vulkan")]
+    #[error(transparent)]
+    Vulkan(#[from] crate::gpu::vulkan::VulkanError),
+    /// The display failed, or cannot take this stream (see [`SinkError::is_unsupported`]).
+    #[cfg(feature = "kms")]
+    #[error(transparent)]
+    Kms(#[from] kms::KmsError),
+}
+
+impl SinkError {
+    /// Whether the sink cannot take this stream (its buffers' memory, format or modifier, or
+    /// its source), as opposed to a sink or device that failed.
+    pub fn is_unsupported(&self) -> bool {
+        match self {
+            SinkError::Unsupported(_) => true,
+            #[cfg(feature = "kms")]
+            SinkError::Kms(e) => e.is_unsupported(),
+            _ => false,
+        }
+    }
 }
 
 /// What a sink can take: the consumer announces it to the producer, which picks buffers and a
@@ -215,6 +242,20 @@ pub fn wait_acquire(fence: Option<SyncFile>, timeout: Duration) -> Result<bool, 
     }
 }
 
+/// For sinks that read frames on the CPU (`verify`, `png`): refuses a buffer whose layout is
+/// not LINEAR (a dma-buf with a tiling modifier, or INVALID), which such a sink would misread.
+pub fn require_linear(sink: &str, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
+    let modifier = buffer.layout().modifier();
+    if modifier == Modifier::LINEAR {
+        return Ok(());
+    }
+    Err(SinkError::NotLinear {
+        sink: sink.to_owned(),
+        id,
+        modifier,
+    })
+}
+
 /// A sink, named: what `--sink` takes. Parsing is pure ([`str::parse`]: a bad name or option
 /// is found before any device is opened); opening touches devices ([`SinkSpec::open`]).
 #[derive(Debug, Clone)]
@@ -251,7 +292,7 @@ impl std::str::FromStr for SinkSpec {
             #[cfg(not(feature = "vulkan"))]
             ("vulkan", _) => Err(SinkError::NotBuilt("vulkan", "vulkan")),
             #[cfg(feature = "kms")]
-            ("kms", rest) => Ok(SinkSpec::Kms(kms::KmsOptions::parse(rest)?)),
+            ("kms", rest) => Ok(SinkSpec::Kms(rest.parse()?)),
             #[cfg(not(feature = "kms"))]
             ("kms", _) => Err(SinkError::NotBuilt("kms", "kms")),
             _ => Err(SinkError::UnknownName(spec.to_owned())),
@@ -272,9 +313,7 @@ impl SinkSpec {
             #[cfg(feature = "vulkan")]
             SinkSpec::Vulkan(o) => Box::new(vulkan::VulkanSink::new(o.clone())?),
             #[cfg(feature = "kms")]
-            SinkSpec::Kms(o) => {
-                Box::new(display::DisplaySink::new(kms::KmsSink::open(o.clone())?, o))
-            }
+            SinkSpec::Kms(o) => Box::new(kms::KmsSink::open(o)?),
         })
     }
 

@@ -1,5 +1,5 @@
 //! The PNG sink: converts each frame to RGBA on the CPU (BT.601 limited range for YUV) and
-//! writes `DIR/frame-NNNNNN.png`, for a person to look at.
+//! writes `DIR/frame-NNNNNN.png`, for a person to look at. It reads LINEAR buffers only.
 
 use std::path::PathBuf;
 
@@ -62,6 +62,7 @@ impl Sink for PngSink {
     }
 
     fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
+        super::require_linear("png", id, buffer)?;
         Ok(self.mappings.insert(id, buffer, false)?)
     }
 
@@ -83,7 +84,10 @@ impl Sink for PngSink {
         let l = frame.buffer.layout().clone();
         let rgba = {
             let access = mapping.access(Access::Read)?;
-            access.to_rgba()
+            let rgba = access.to_rgba();
+            // No picture of memory the peer truncated under us (it would be zeros).
+            access.end()?;
+            rgba
         };
         write_png(
             &self.dir.join(format!("frame-{:06}.png", frame.seq)),

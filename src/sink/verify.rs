@@ -1,6 +1,7 @@
 //! The verify sink: maps each buffer once, read-only, and compares every pixel byte of every
 //! frame with what the generator draws for that sequence number (row templates + memcmp), so
-//! "verified" means the consumer read exactly the right pixels of the right frame.
+//! "verified" means the consumer read exactly the right pixels of the right frame. It reads
+//! LINEAR buffers only, and a buffer the peer truncated under it is an error, not a mismatch.
 
 use super::{wait_acquire, FrameIn, FrameOut, Sink, SinkError, StreamInfo, ACQUIRE_TIMEOUT};
 use crate::buffer::{Access, Buffer, Mappings};
@@ -39,6 +40,7 @@ impl Sink for VerifySink {
     }
 
     fn add_buffer(&mut self, id: u32, buffer: &Buffer) -> Result<(), SinkError> {
+        super::require_linear("verify", id, buffer)?;
         Ok(self.mappings.insert(id, buffer, false)?)
     }
 
@@ -67,7 +69,10 @@ impl Sink for VerifySink {
             .get_mut(frame.id)
             .expect("frames name only added buffers");
         let access = mapping.access(Access::Read)?;
-        match scene.frame(frame.seq).verify(&access) {
+        let verdict = scene.frame(frame.seq).verify(&access);
+        // What was read counts only if the memory was still there.
+        access.end()?;
+        match verdict {
             Ok(()) => Ok(FrameOut {
                 verified: true,
                 ..Default::default()

@@ -10,7 +10,7 @@
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
-use crate::buffer::CpuAccess;
+use crate::buffer::{CpuAccess, PixelRows};
 use crate::format::{Fourcc, FrameLayout};
 
 /// An 8-bit RGB colour.
@@ -162,6 +162,9 @@ impl Scene {
             Pattern::Solid(c) => vec![(0, vec![(0, w, c)])],
         };
         let cell_width = even(w / 64).max(2);
+        // The box fits the frame: even (for chroma subsampling) where the frame allows, at
+        // most the smaller side (a frame 1 pixel wide has a 1-pixel box).
+        let box_size = even(w.min(h) / 6).max(2).min(w.min(h));
         Scene {
             pattern,
             fourcc: layout.fourcc(),
@@ -169,7 +172,7 @@ impl Scene {
             height: h,
             vsubs: layout.info().planes.iter().map(|p| p.vsub).collect(),
             bands,
-            box_size: even(w.min(h) / 6).max(2),
+            box_size,
             stamp_rows: STAMP_ROWS.min(h),
             cell_width,
             stamp_bits: (w / cell_width).min(64),
@@ -222,7 +225,7 @@ impl Scene {
 
     /// Reads the sequence number back from a frame's stamp (the low bits the stamp holds), or
     /// `None` if the stamp rows do not look like a stamp. Used to name a stale frame in errors.
-    pub fn decode_stamp(&self, access: &CpuAccess<'_>) -> Option<u64> {
+    pub fn decode_stamp(&self, access: &impl PixelRows) -> Option<u64> {
         let mut seq = 0u64;
         // Luma (or RGB) of the middle of each cell on row 0 of plane 0.
         let row = access.row(0, 0);
@@ -422,7 +425,7 @@ impl FrameSpec<'_> {
     }
 
     /// Compares every pixel byte of a buffer with this frame.
-    pub fn verify(&self, access: &CpuAccess<'_>) -> Result<(), Mismatch> {
+    pub fn verify(&self, access: &impl PixelRows) -> Result<(), Mismatch> {
         for plane in 0..self.scene.vsubs.len() {
             for r in 0..self.scene.height / self.scene.vsubs[plane] {
                 let (got, want) = (access.row(plane, r), self.row(plane, r));
@@ -573,6 +576,32 @@ mod tests {
         a.row_mut(0, 20)[17] ^= 0x40;
         let m = gen.scene().frame(9).verify(&a).unwrap_err();
         assert_eq!((m.plane, m.row, m.byte), (0, 20, 17));
+    }
+
+    #[test]
+    fn tiny_frames_generate_and_verify() {
+        // A 1-pixel-wide frame once made a 2-pixel box (and a panic in write_rows).
+        let mut alloc = MemfdAllocator::new();
+        for fourcc in Fourcc::ALL {
+            for (w, h) in [(1, 1), (1, 9), (9, 1), (2, 2), (3, 2), (2, 1), (1, 2)] {
+                let Ok(layout) = FrameLayout::linear(fourcc, w, h, 1) else {
+                    continue; // a size the format cannot have (odd width for YUYV, …)
+                };
+                let buffer = alloc.allocate(&layout).unwrap();
+                let mut map = buffer.map(true).unwrap();
+                for pattern in patterns() {
+                    let mut gen = Generator::new(pattern, &layout);
+                    for seq in [0, 1, 2, 77] {
+                        let mut a = map.access(Access::ReadWrite).unwrap();
+                        gen.fill(0, &mut a, seq);
+                        gen.scene()
+                            .frame(seq)
+                            .verify(&a)
+                            .unwrap_or_else(|m| panic!("{fourcc} {w}x{h} {pattern:?}: {m}"));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

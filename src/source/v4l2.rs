@@ -1133,7 +1133,7 @@ impl V4l2Source {
     /// Waits up to `timeout` for the next frame and dequeues it. The buffer stays with the
     /// caller until [`V4l2Source::requeue`] (or [`V4l2Source::copy_into`] in copy mode).
     pub fn next_frame(&mut self, timeout: Duration) -> Result<Frame, V4l2Error> {
-        use rustix::event::{poll, PollFd, PollFlags};
+        use rustix::event::{PollFd, PollFlags};
         if !self.streaming {
             return Err(V4l2Error::Usage(
                 "next_frame before start".into(),
@@ -1180,13 +1180,9 @@ impl V4l2Source {
                     fps: fps_of(self.interval),
                 });
             }
-            let ts = rustix::time::Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: left.subsec_nanos() as i64,
-            };
             let fd = self.fd();
             let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-            match poll(&mut fds, Some(&ts)) {
+            match crate::sync::poll_until(&mut fds, Some(deadline)) {
                 Ok(_) => {
                     let rev = fds[0].revents();
                     if rev.contains(PollFlags::HUP) || rev.contains(PollFlags::NVAL) {
@@ -1196,7 +1192,6 @@ impl V4l2Source {
                         });
                     }
                 }
-                Err(Errno::INTR) => {}
                 Err(errno) => return Err(self.gone_or(errno, "poll")),
             }
         }

@@ -1,11 +1,11 @@
 //! [`SyncFile`]: an owned sync_file fd — a fence that signals once — waited on with `poll`,
 //! merged with `SYNC_IOC_MERGE` and inspected with `SYNC_IOC_FILE_INFO`.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 
 use crate::sys::sync_file as sys;
@@ -33,6 +33,14 @@ pub enum FenceError {
     NotSyncFile {
         /// What the ioctl said.
         errno: Errno,
+    },
+    /// An fd from a peer that should have been a sync_file is another kind of object, as the
+    /// kernel records it (told apart before any ioctl: on a file a daemon serves, an ioctl
+    /// would wait on that daemon).
+    #[error("fd is {what}, not a sync_file")]
+    NotAFence {
+        /// What it is (`a pipe`, `a file on fuse (…)`, …).
+        what: String,
     },
     /// A fence device could not be opened or used (sw_sync timeline).
     #[error("{op} on {} failed: {errno}", path.display())]
@@ -115,6 +123,16 @@ impl SyncFile {
     /// Wraps an fd after checking with `SYNC_IOC_FILE_INFO` that it is a sync_file (for fds that
     /// came from an untrusted peer).
     pub fn try_from_fd(fd: OwnedFd) -> Result<Self, FenceError> {
+        // Every sync_file is an anonymous inode named `sync_file`; a path-based link cannot
+        // read like that, so nothing a filesystem daemon serves gets the ioctl below.
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if link != "anon_inode:sync_file" {
+            let what = crate::buffer::classify_fd(fd.as_fd()).describe();
+            crate::buffer::inspect::release_refused(vec![fd]);
+            return Err(FenceError::NotAFence { what });
+        }
         sys::status(fd.as_fd()).map_err(|errno| FenceError::NotSyncFile { errno })?;
         Ok(SyncFile { fd })
     }
@@ -122,28 +140,19 @@ impl SyncFile {
     /// Waits until the fence signals, at most `timeout`. A fence that signalled with an error
     /// status is an error ([`FenceError::Signalled`]).
     pub fn wait(&self, timeout: Duration) -> Result<(), FenceError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ts = rustix::time::Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: left.subsec_nanos() as i64,
-            };
-            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match poll(&mut fds, Some(&ts)) {
-                Ok(0) => return Err(FenceError::Timeout(timeout)),
-                Ok(_) => {
-                    if fds[0].revents().contains(PollFlags::ERR) {
-                        return Err(FenceError::Signalled(Errno::IO));
-                    }
-                    return match self.status()? {
-                        FenceStatus::Error(e) => Err(FenceError::Signalled(e)),
-                        _ => Ok(()),
-                    };
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        match super::poll_until(&mut fds, super::deadline_after(Some(timeout))) {
+            Ok(0) => Err(FenceError::Timeout(timeout)),
+            Ok(_) => {
+                if fds[0].revents().contains(PollFlags::ERR) {
+                    return Err(FenceError::Signalled(Errno::IO));
                 }
-                Err(Errno::INTR) => continue,
-                Err(errno) => return Err(FenceError::Sys { op: "poll", errno }),
+                match self.status()? {
+                    FenceStatus::Error(e) => Err(FenceError::Signalled(e)),
+                    _ => Ok(()),
+                }
             }
+            Err(errno) => Err(FenceError::Sys { op: "poll", errno }),
         }
     }
 
@@ -230,10 +239,9 @@ mod tests {
     #[test]
     fn a_pipe_is_not_a_sync_file() {
         let (r, _w) = rustix::pipe::pipe().unwrap();
-        assert!(matches!(
-            SyncFile::try_from_fd(r),
-            Err(FenceError::NotSyncFile { .. })
-        ));
+        let e = SyncFile::try_from_fd(r).unwrap_err();
+        assert!(matches!(e, FenceError::NotAFence { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "fd is a pipe, not a sync_file");
     }
 
     #[test]

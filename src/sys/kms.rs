@@ -132,22 +132,9 @@ pub fn wait_readable(
     fd: BorrowedFd<'_>,
     timeout: std::time::Duration,
 ) -> Result<bool, rustix::io::Errno> {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ts = rustix::time::Timespec {
-            tv_sec: left.as_secs() as i64,
-            tv_nsec: left.subsec_nanos() as i64,
-        };
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        match poll(&mut fds, Some(&ts)) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    Ok(super::poll::poll_until(&mut fds, super::poll::deadline_after(Some(timeout)))? > 0)
 }
 
 /// The GEM handle in a GBM buffer object's handle union (DRM-backed GBM stores it as `u32`).

@@ -1,4 +1,5 @@
-//! The raw system interface: every `unsafe` block of the crate lives under this module.
+//! The raw system interface, the first of the crate's two unsafe islands (the second is the Vulkan
+//! layer, `gpu::vulkan`, where ash makes every call `unsafe`).
 //! Each submodule wraps one kernel interface in safe functions taking `BorrowedFd`/`OwnedFd`;
 //! ioctls are declared once each, with rustix's `ioctl` patterns.
 #![allow(unsafe_code)]
@@ -9,6 +10,8 @@ pub mod fd;
 #[cfg(any(feature = "kms", feature = "gbm"))]
 pub mod kms;
 pub mod mem;
+pub mod poll;
+pub mod sigbus;
 pub mod sw_sync;
 pub mod sync_file;
 pub mod sysv;

@@ -68,8 +68,14 @@ pub fn remove(id: i32) -> Result<(), Errno> {
 pub struct SegmentInfo {
     /// Size in bytes.
     pub size: u64,
-    /// Creator's uid.
+    /// Owner's uid.
     pub uid: u32,
+    /// Creator's uid.
+    pub cuid: u32,
+    /// Owner's gid.
+    pub gid: u32,
+    /// Creator's gid.
+    pub cgid: u32,
     /// Permission bits.
     pub mode: u32,
 }
@@ -86,6 +92,9 @@ pub fn stat(id: i32) -> Result<SegmentInfo, Errno> {
     Ok(SegmentInfo {
         size: ds.shm_segsz as u64,
         uid: ds.shm_perm.uid,
+        cuid: ds.shm_perm.cuid,
+        gid: ds.shm_perm.gid,
+        cgid: ds.shm_perm.cgid,
         mode: ds.shm_perm.mode as u32 & 0o777,
     })
 }

@@ -53,7 +53,18 @@ pub fn frameshare(args: &[&str]) -> Output {
 
 /// Runs `frameshare run ... --json` and parses the summary, asserting exit status 0.
 pub fn run_json(args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["run"];
+    json_of(&["run"], args)
+}
+
+/// Runs `frameshare bench --vulkan-only ... --json` (Vulkan import vs staging) and parses the
+/// result, asserting exit status 0 (every frame verified on both paths).
+pub fn vulkan_bench_json(args: &[&str]) -> serde_json::Value {
+    json_of(&["bench", "--vulkan-only"], args)
+}
+
+/// Runs `frameshare FIRST... ARGS... --json` and parses its output, asserting exit status 0.
+fn json_of(first: &[&str], args: &[&str]) -> serde_json::Value {
+    let mut all = first.to_vec();
     all.extend_from_slice(args);
     all.push("--json");
     let out = frameshare(&all);

@@ -157,6 +157,9 @@ pub enum PublishError {
     /// The buffer is still out.
     #[error("buffer {0} is still held by a consumer")]
     Busy(u32),
+    /// [`Publisher::resume_loan`] of a buffer that is not on loan.
+    #[error("buffer {0} is not on loan")]
+    NotLoaned(u32),
     /// More buffers than the protocol's ids.
     #[error("at most {} buffers", wire::MAX_BUFFERS)]
     TooManyBuffers,
@@ -366,6 +369,22 @@ impl Publisher {
         }
     }
 
+    /// A loan put aside with [`Loan::suspend`], taken up again: fill it, publish it, or drop it
+    /// to give the buffer back unsent.
+    pub fn resume_loan(&mut self, id: u32) -> Result<Loan<'_>, PublishError> {
+        match self.pool.get(id) {
+            Some(slot) if slot.state == SlotState::Loaned => Ok(Loan {
+                publisher: self,
+                id,
+                meta: FrameMeta::default(),
+                acquire: None,
+                sent: false,
+            }),
+            Some(_) => Err(PublishError::NotLoaned(id)),
+            None => Err(PublishError::UnknownBuffer(id)),
+        }
+    }
+
     /// Waits for the release fences of slot `id`; `Err` if one did not signal in time (the
     /// fences stay, the slot is tried again later).
     fn wait_release_fences(&mut self, id: u32) -> Result<(), ()> {
@@ -421,6 +440,9 @@ impl Publisher {
         meta: FrameMeta,
         acquire: Option<SyncFile>,
     ) -> Result<(), PublishError> {
+        // A buffer a consumer truncated under our writes (the SIGBUS guard kept us alive) holds
+        // zeros now: say so rather than send it.
+        self.pool.check_intact(id)?;
         let frame = FrameMsg {
             id,
             seq,
@@ -527,6 +549,17 @@ impl Publisher {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // Sessions whose socket was full get woken when it has room again.
+        for s in self.sessions.values_mut() {
+            if s.has_queue() != s.watching_output
+                && self
+                    .poller
+                    .modify(s.chan.as_fd(), s.token, s.has_queue())
+                    .is_ok()
+            {
+                s.watching_output = s.has_queue();
+            }
+        }
         let ready = self.poller.wait(wait_until).map_err(PublishError::Poll)?;
         let mut progress = !ready.is_empty();
         for r in ready {
@@ -759,13 +792,8 @@ impl Publisher {
             let Some(s) = self.sessions.get_mut(&token) else {
                 return;
             };
-            match s.flush() {
-                Ok(empty) => {
-                    if empty {
-                        let _ = self.poller.modify(s.chan.as_fd(), token, false);
-                    }
-                }
-                Err(e) => return self.end_session(token, e),
+            if let Err(e) = s.flush() {
+                return self.end_session(token, e);
             }
         }
         if ready.readable || ready.hangup {
@@ -797,12 +825,6 @@ impl Publisher {
                     }
                     Err(e) => return self.end_session(token, e.into()),
                 }
-            }
-        }
-        // Anything new to send (a mailbox frame) that did not fit waits for POLLOUT.
-        if let Some(s) = self.sessions.get(&token) {
-            if s.has_queue() {
-                let _ = self.poller.modify(s.chan.as_fd(), token, true);
             }
         }
     }
@@ -1165,6 +1187,16 @@ impl Loan<'_> {
     /// after `publish` returns).
     pub fn set_acquire_fence(&mut self, fence: SyncFile) {
         self.acquire = Some(fence);
+    }
+
+    /// Puts the loan aside, the buffer still on loan, ending the borrow of the publisher: for
+    /// bindings that hold a loan across calls (Python, C), which fill the buffer through their
+    /// own mapping and take the loan up again with [`Publisher::resume_loan`] to publish it or
+    /// give it back. Returns the buffer id. Metadata and an acquire fence set so far are
+    /// dropped: set them after resuming.
+    pub fn suspend(mut self) -> u32 {
+        self.sent = true; // not given back on drop: it stays on loan
+        self.id
     }
 
     /// Sends the buffer as frame `seq` to every consumer, as their policies say.

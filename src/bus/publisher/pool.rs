@@ -110,12 +110,21 @@ impl Pool {
         let slot = self.get_mut(id)?;
         let mapping = match slot.mapping.take() {
             Some(m) => m,
-            None => match slot.buffer.map(true) {
+            None => match slot.buffer.map(true).map(|m| m.with_id(id)) {
                 Ok(m) => m,
                 Err(e) => return Some(Err(e)),
             },
         };
         Some(Ok(slot.mapping.insert(mapping)))
+    }
+
+    /// `Err` if a consumer shrank slot `id`'s memory under our mapping (a POSIX shm object
+    /// truncated through a read-write re-open): what was written is lost, and must not go out.
+    pub(super) fn check_intact(&self, id: u32) -> Result<(), BufferError> {
+        match self.get(id).and_then(|s| s.mapping.as_ref()) {
+            Some(m) => m.check_intact(),
+            None => Ok(()),
+        }
     }
 
     /// One holder fewer; true if the slot became free (or, retiring, can go).

@@ -74,6 +74,8 @@ pub(super) struct Session {
     queue: VecDeque<Queued>,
     /// When the queue last went from empty to non-empty.
     queued_since: Option<Instant>,
+    /// Whether the poller watches the socket for room to write (while the queue is not empty).
+    pub(super) watching_output: bool,
     pub(super) stats: SessionStats,
     scratch: Vec<u8>,
 }
@@ -147,6 +149,7 @@ impl Session {
             setting_up: true,
             queue: VecDeque::new(),
             queued_since: None,
+            watching_output: false,
             stats: SessionStats::default(),
             scratch: Vec::new(),
         }

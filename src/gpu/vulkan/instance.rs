@@ -1,57 +1,18 @@
-//! The Vulkan loader, instance and device: loaded at run time (`ash::Entry::load`, so a machine
-//! without a loader or ICD gets an error, not a crash), capabilities read per physical device
-//! (import paths, host-pointer alignment, SYNC_FD semaphores, DRM modifiers per format), and a
-//! device chosen by the extensions the import paths need.
-#![allow(unsafe_code)]
+//! The loader, the instance and the physical devices (wgpu-hal's instance and adapter): Vulkan
+//! is loaded at run time (`ash::Entry::load`, so a machine without a loader or ICD gets an
+//! error, not a crash); each physical device becomes an [`Adapter`] whose [`DeviceCaps`] say
+//! what it can import (paths, host-pointer alignment, SYNC_FD semaphores, DRM modifiers per
+//! format); [`select`] picks one for the import paths wanted.
 
 use std::fmt;
 
 use ash::vk;
 use serde::Serialize;
 
+use super::conv::{device_type, image_flags, image_plan, plane_formats, version_string, ImagePlan};
+use super::error::{map_format_query_err, map_instance_err, map_oom_err, VulkanError};
 use crate::buffer::BufferKind;
-use crate::format::{Fourcc, Modifier};
-
-/// Errors from the Vulkan sink, probe and preflight.
-#[derive(Debug, thiserror::Error)]
-pub enum VulkanError {
-    /// No Vulkan loader library (libvulkan.so.1) could be opened.
-    #[error("no Vulkan loader (libvulkan.so.1): {0}; install libvulkan1 and a driver (e.g. mesa-vulkan-drivers)")]
-    NoLoader(String),
-    /// The loader is there but lists no device (no ICD installed, or none works).
-    #[error("the Vulkan loader lists no device (no ICD installed?): {0}")]
-    NoDevice(String),
-    /// No device has what is needed.
-    #[error("no Vulkan device can {what}: {why}")]
-    NoSuitableDevice {
-        /// What was wanted.
-        what: String,
-        /// Why each device was passed over.
-        why: String,
-    },
-    /// A Vulkan call failed.
-    #[error("{call} failed: {result}")]
-    Call {
-        /// The call.
-        call: &'static str,
-        /// Its result.
-        result: vk::Result,
-    },
-    /// Anything else, with context.
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<VulkanError> for crate::sink::SinkError {
-    fn from(e: VulkanError) -> Self {
-        crate::sink::SinkError::Device(format!("vulkan: {e}"))
-    }
-}
-
-/// `map_err` helper naming the failed call.
-pub(crate) fn call(name: &'static str) -> impl Fn(vk::Result) -> VulkanError {
-    move |result| VulkanError::Call { call: name, result }
-}
+use crate::format::{FormatModifier, Fourcc, Modifier};
 
 /// How a buffer's memory reaches the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -113,40 +74,6 @@ impl ImportPath {
 impl fmt::Display for ImportPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// How the sink reads a format through the image path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImagePlan {
-    /// One `R8G8B8A8_UINT` image, `width / texel_pixels` texels wide (2 for YUYV/UYVY).
-    Packed {
-        /// Pixels per 4-byte texel.
-        texel_pixels: u32,
-    },
-    /// NV12: a multi-planar `G8_B8R8_2PLANE_420_UNORM` image with `R8_UINT`/`R8G8_UINT` plane
-    /// views, or (where the driver cannot) one `R8_UINT` and one `R8G8_UINT` image.
-    Nv12,
-}
-
-/// The image plan for a fourcc, `None` where no storage-image format fits (RG24: buffer path).
-pub fn image_plan(fourcc: Fourcc) -> Option<ImagePlan> {
-    match fourcc {
-        Fourcc::XR24 | Fourcc::AR24 | Fourcc::XB24 | Fourcc::AB24 => {
-            Some(ImagePlan::Packed { texel_pixels: 1 })
-        }
-        Fourcc::YUYV | Fourcc::UYVY => Some(ImagePlan::Packed { texel_pixels: 2 }),
-        Fourcc::NV12 => Some(ImagePlan::Nv12),
-        _ => None,
-    }
-}
-
-/// The Vulkan formats the image path creates for a fourcc (one per image).
-pub fn plane_formats(plan: ImagePlan, multi_planar: bool) -> Vec<vk::Format> {
-    match plan {
-        ImagePlan::Packed { .. } => vec![vk::Format::R8G8B8A8_UINT],
-        ImagePlan::Nv12 if multi_planar => vec![vk::Format::G8_B8R8_2PLANE_420_UNORM],
-        ImagePlan::Nv12 => vec![vk::Format::R8_UINT, vk::Format::R8G8_UINT],
     }
 }
 
@@ -230,6 +157,45 @@ impl DeviceCaps {
             .filter(|e| !self.has(e))
             .collect()
     }
+
+    /// The (fourcc, modifier) pairs the device can import: LINEAR for every format (buffer
+    /// paths), plus every modifier the image path lists with storage use.
+    pub fn importable_formats(&self) -> Vec<FormatModifier> {
+        let mut out = Vec::new();
+        for f in Fourcc::ALL {
+            out.push(FormatModifier {
+                fourcc: f,
+                modifier: Modifier::LINEAR,
+            });
+            let listed = self.format(f).into_iter().flat_map(|s| &s.modifiers);
+            for m in listed.filter(|m| m.storage && m.modifier != Modifier::LINEAR) {
+                out.push(FormatModifier {
+                    fourcc: f,
+                    modifier: m.modifier,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A physical device and its capabilities, from [`Instance::adapters`].
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    pub(crate) physical: vk::PhysicalDevice,
+    caps: DeviceCaps,
+}
+
+impl Adapter {
+    /// What the device can import.
+    pub fn caps(&self) -> &DeviceCaps {
+        &self.caps
+    }
+
+    /// Its capabilities, the adapter given up.
+    pub fn into_caps(self) -> DeviceCaps {
+        self.caps
+    }
 }
 
 /// Device extensions this crate uses when present.
@@ -245,25 +211,24 @@ const WANTED_EXTENSIONS: &[&str] = &[
 ];
 
 /// A loaded Vulkan instance (enough for capability queries: probe, explain).
-pub struct Vulkan {
+pub struct Instance {
     pub(crate) instance: ash::Instance,
     // Keeps the loader library open while the instance lives; dropped after it.
     _entry: ash::Entry,
 }
 
-impl Vulkan {
+impl Instance {
     /// Opens the loader and creates an instance (Vulkan 1.1 or later).
-    pub fn load() -> Result<Vulkan, VulkanError> {
+    pub fn load() -> Result<Instance, VulkanError> {
         // SAFETY: loading libvulkan runs its initialisers; the loader is a well-behaved system
         // library, and the returned Entry keeps it loaded for as long as we use its functions.
-        let entry =
-            unsafe { ash::Entry::load() }.map_err(|e| VulkanError::NoLoader(e.to_string()))?;
+        let entry = unsafe { ash::Entry::load() }.map_err(VulkanError::NoLoader)?;
         // SAFETY: a global command with no arguments besides the out value.
         let version = unsafe { entry.try_enumerate_instance_version() }
-            .map_err(call("vkEnumerateInstanceVersion"))?
+            .map_err(map_oom_err("vkEnumerateInstanceVersion"))?
             .unwrap_or(vk::API_VERSION_1_0);
         if version < vk::API_VERSION_1_1 {
-            return Err(VulkanError::Other(format!(
+            return Err(VulkanError::unsupported(format!(
                 "the Vulkan loader is version {}; 1.1 or later is needed",
                 version_string(version)
             )));
@@ -277,40 +242,43 @@ impl Vulkan {
             .api_version(version.min(vk::API_VERSION_1_3));
         let info = vk::InstanceCreateInfo::default().application_info(&app);
         // SAFETY: `info` and everything it points to live across the call.
-        let instance = unsafe { entry.create_instance(&info, None) }.map_err(|e| match e {
-            vk::Result::ERROR_INCOMPATIBLE_DRIVER => {
-                VulkanError::NoDevice("vkCreateInstance: no compatible driver".into())
-            }
-            e => VulkanError::Call {
-                call: "vkCreateInstance",
-                result: e,
-            },
-        })?;
-        Ok(Vulkan {
+        let instance = unsafe { entry.create_instance(&info, None) }.map_err(map_instance_err)?;
+        Ok(Instance {
             instance,
             _entry: entry,
         })
     }
 
     /// The physical devices, with their capabilities.
-    pub fn devices(&self) -> Result<Vec<(vk::PhysicalDevice, DeviceCaps)>, VulkanError> {
+    pub fn adapters(&self) -> Result<Vec<Adapter>, VulkanError> {
         // SAFETY: the instance is live.
-        let pdevs = unsafe { self.instance.enumerate_physical_devices() }
-            .map_err(call("vkEnumeratePhysicalDevices"))?;
+        let pdevs = unsafe { self.instance.enumerate_physical_devices() }.map_err(|e| match e {
+            vk::Result::ERROR_INITIALIZATION_FAILED => VulkanError::NoDevice {
+                why: "vkEnumeratePhysicalDevices: initialization failed",
+            },
+            e => map_oom_err("vkEnumeratePhysicalDevices")(e),
+        })?;
         if pdevs.is_empty() {
-            return Err(VulkanError::NoDevice("no physical device".into()));
+            return Err(VulkanError::NoDevice {
+                why: "no physical device",
+            });
         }
         pdevs
             .into_iter()
             .enumerate()
-            .map(|(i, p)| Ok((p, self.caps(i, p)?)))
+            .map(|(i, physical)| {
+                Ok(Adapter {
+                    physical,
+                    caps: self.caps(i, physical)?,
+                })
+            })
             .collect()
     }
 
     fn extension_names(&self, pdev: vk::PhysicalDevice) -> Result<Vec<String>, VulkanError> {
         // SAFETY: pdev came from this instance.
         let exts = unsafe { self.instance.enumerate_device_extension_properties(pdev) }
-            .map_err(call("vkEnumerateDeviceExtensionProperties"))?;
+            .map_err(map_oom_err("vkEnumerateDeviceExtensionProperties"))?;
         Ok(exts
             .iter()
             .filter_map(|e| e.extension_name_as_c_str().ok())
@@ -319,7 +287,7 @@ impl Vulkan {
     }
 
     /// Reads one device's capabilities.
-    pub fn caps(&self, index: usize, pdev: vk::PhysicalDevice) -> Result<DeviceCaps, VulkanError> {
+    fn caps(&self, index: usize, pdev: vk::PhysicalDevice) -> Result<DeviceCaps, VulkanError> {
         let all = self.extension_names(pdev)?;
         let extensions: Vec<String> = WANTED_EXTENSIONS
             .iter()
@@ -395,7 +363,7 @@ impl Vulkan {
     }
 
     /// The DRM modifiers the driver lists for a Vulkan format.
-    pub(crate) fn modifiers(
+    fn modifiers(
         &self,
         pdev: vk::PhysicalDevice,
         format: vk::Format,
@@ -457,7 +425,7 @@ impl Vulkan {
                         pdev,
                         formats[0],
                         Modifier(m.drm_format_modifier),
-                        vk::ImageCreateFlags::MUTABLE_FORMAT | vk::ImageCreateFlags::EXTENDED_USAGE,
+                        image_flags(true),
                     )
                     .is_ok()
                 } else {
@@ -504,7 +472,7 @@ impl Vulkan {
         format: vk::Format,
         modifier: Modifier,
         flags: vk::ImageCreateFlags,
-    ) -> Result<vk::Extent3D, String> {
+    ) -> Result<vk::Extent3D, VulkanError> {
         let mut ext_info = vk::PhysicalDeviceExternalImageFormatInfo::default()
             .handle_type(vk::ExternalMemoryHandleTypeFlags::DMA_BUF_EXT);
         let mut mod_info = vk::PhysicalDeviceImageDrmFormatModifierInfoEXT::default()
@@ -521,65 +489,42 @@ impl Vulkan {
         let mut ext_props = vk::ExternalImageFormatProperties::default();
         let mut props = vk::ImageFormatProperties2::default().push_next(&mut ext_props);
         // SAFETY: all structs in both chains live across the call.
-        let r = unsafe {
+        unsafe {
             self.instance
                 .get_physical_device_image_format_properties2(pdev, &info, &mut props)
-        };
-        let max_extent = props.image_format_properties.max_extent;
-        match r {
-            Ok(()) => {
-                let features = ext_props.external_memory_properties.external_memory_features;
-                if !features.contains(vk::ExternalMemoryFeatureFlags::IMPORTABLE) {
-                    return Err(format!("{format:?} with {modifier}: dma-buf import not supported"));
-                }
-                Ok(max_extent)
-            }
-            Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED) => Err(format!(
-                "{format:?} with modifier {modifier} as a dma-buf storage image: format not supported"
-            )),
-            Err(e) => Err(format!("vkGetPhysicalDeviceImageFormatProperties2: {e}")),
         }
+        .map_err(map_format_query_err(format!(
+            "{format:?} with modifier {modifier} as a dma-buf storage image"
+        )))?;
+        let max_extent = props.image_format_properties.max_extent;
+        let features = ext_props
+            .external_memory_properties
+            .external_memory_features;
+        if !features.contains(vk::ExternalMemoryFeatureFlags::IMPORTABLE) {
+            return Err(VulkanError::unsupported(format!(
+                "{format:?} with {modifier}: dma-buf import not supported"
+            )));
+        }
+        Ok(max_extent)
     }
 }
 
-impl Drop for Vulkan {
+impl Drop for Instance {
     fn drop(&mut self) {
-        // SAFETY: every device made from this instance has been destroyed (Gpu holds the
-        // Vulkan and destroys its device first).
+        // SAFETY: every device made from this instance has been destroyed (a Device holds its
+        // Instance and destroys itself first).
         unsafe { self.instance.destroy_instance(None) };
     }
-}
-
-fn device_type(t: vk::PhysicalDeviceType) -> &'static str {
-    match t {
-        vk::PhysicalDeviceType::DISCRETE_GPU => "discrete-gpu",
-        vk::PhysicalDeviceType::INTEGRATED_GPU => "integrated-gpu",
-        vk::PhysicalDeviceType::VIRTUAL_GPU => "virtual-gpu",
-        vk::PhysicalDeviceType::CPU => "cpu",
-        _ => "other",
-    }
-}
-
-fn version_string(v: u32) -> String {
-    format!(
-        "{}.{}.{}",
-        vk::api_version_major(v),
-        vk::api_version_minor(v),
-        vk::api_version_patch(v)
-    )
 }
 
 /// Picks a device that has every path in `paths` (any path, if empty): `FRAMESHARE_VK_DEVICE`
 /// (an index or a name substring) first if set, then the one with the most zero-copy paths,
 /// preferring real GPUs over CPU renderers.
-pub fn select(
-    devices: &[(vk::PhysicalDevice, DeviceCaps)],
-    paths: &[ImportPath],
-) -> Result<usize, VulkanError> {
+pub fn select(adapters: &[Adapter], paths: &[ImportPath]) -> Result<usize, VulkanError> {
     let wanted = std::env::var("FRAMESHARE_VK_DEVICE").ok();
     let mut why = Vec::new();
     let mut best: Option<(usize, u32)> = None;
-    for (i, (_, c)) in devices.iter().enumerate() {
+    for (i, c) in adapters.iter().map(Adapter::caps).enumerate() {
         if let Some(w) = &wanted {
             if w.parse::<usize>().ok() != Some(i) && !c.name.contains(w.as_str()) {
                 why.push(format!("{}: not FRAMESHARE_VK_DEVICE={w}", c.name));
@@ -616,137 +561,30 @@ pub fn select(
         })
 }
 
-/// An open logical device with one compute queue, and the extension entry points in use.
-pub struct Gpu {
-    pub(crate) device: ash::Device,
-    pub(crate) pdev: vk::PhysicalDevice,
-    pub(crate) queue: vk::Queue,
-    pub(crate) queue_family: u32,
-    pub(crate) mem_props: vk::PhysicalDeviceMemoryProperties,
-    pub(crate) host: Option<ash::ext::external_memory_host::Device>,
-    pub(crate) mem_fd: Option<ash::khr::external_memory_fd::Device>,
-    pub(crate) sem_fd: Option<ash::khr::external_semaphore_fd::Device>,
-    pub(crate) caps: DeviceCaps,
-    pub(crate) vulkan: Vulkan,
+/// Every Vulkan device here and what it can import (what `frameshare probe` shows).
+pub fn probe() -> Result<Vec<DeviceCaps>, VulkanError> {
+    let adapters = Instance::load()?.adapters()?;
+    Ok(adapters.into_iter().map(Adapter::into_caps).collect())
 }
 
-impl Gpu {
-    /// Loads Vulkan and opens the best device (see [`select`]) with every useful extension it has.
-    pub fn open() -> Result<Gpu, VulkanError> {
-        let vulkan = Vulkan::load()?;
-        let devices = vulkan.devices()?;
-        let i = select(&devices, &[])?;
-        let (pdev, caps) = devices.into_iter().nth(i).expect("selected from the list");
-        Self::open_device(vulkan, pdev, caps)
+/// Whether a Vulkan ICD is installed (a JSON manifest in the loader's standard places, or
+/// `VK_ICD_FILENAMES`/`VK_DRIVER_FILES`), without loading anything. Tests use this to tell "no
+/// Vulkan here" (skip) from "Vulkan is here but broken" (fail).
+pub fn icd_installed() -> bool {
+    if std::env::var_os("VK_ICD_FILENAMES").is_some()
+        || std::env::var_os("VK_DRIVER_FILES").is_some()
+    {
+        return true;
     }
-
-    /// Opens device `pdev` (with capabilities `caps`, from [`Vulkan::devices`]).
-    pub fn open_device(
-        vulkan: Vulkan,
-        pdev: vk::PhysicalDevice,
-        caps: DeviceCaps,
-    ) -> Result<Gpu, VulkanError> {
-        let instance = &vulkan.instance;
-        // SAFETY: pdev came from this instance.
-        let families = unsafe { instance.get_physical_device_queue_family_properties(pdev) };
-        let queue_family = families
-            .iter()
-            .position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE))
-            .ok_or_else(|| VulkanError::Other(format!("{}: no compute queue", caps.name)))?
-            as u32;
-        let names: Vec<std::ffi::CString> = caps
-            .extensions
-            .iter()
-            .map(|e| std::ffi::CString::new(e.as_str()).expect("extension names have no NUL"))
-            .collect();
-        let name_ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
-        let priorities = [1.0f32];
-        // Rule: one VkDeviceQueueCreateInfo per family, queueCount <= the family's count (1).
-        let queue_info = [vk::DeviceQueueCreateInfo::default()
-            .queue_family_index(queue_family)
-            .queue_priorities(&priorities)];
-        // Rule: every enabled extension is supported (we enable only listed ones) and its
-        // dependencies are enabled or core: external_memory_fd/dma_buf need external_memory
-        // (core 1.1); image_drm_format_modifier needs image_format_list (enabled when listed;
-        // core in 1.2) and bind_memory2/get_memory_requirements2/sampler_ycbcr (core 1.1).
-        let info = vk::DeviceCreateInfo::default()
-            .queue_create_infos(&queue_info)
-            .enabled_extension_names(&name_ptrs);
-        // SAFETY: `info` and what it points to live across the call.
-        let device =
-            unsafe { instance.create_device(pdev, &info, None) }.map_err(call("vkCreateDevice"))?;
-        // SAFETY: the family was created with one queue.
-        let queue = unsafe { device.get_device_queue(queue_family, 0) };
-        // SAFETY: plain query.
-        let mem_props = unsafe { instance.get_physical_device_memory_properties(pdev) };
-        let has = |e: &str| caps.has(e);
-        Ok(Gpu {
-            host: has("VK_EXT_external_memory_host")
-                .then(|| ash::ext::external_memory_host::Device::new(instance, &device)),
-            mem_fd: has("VK_KHR_external_memory_fd")
-                .then(|| ash::khr::external_memory_fd::Device::new(instance, &device)),
-            sem_fd: has("VK_KHR_external_semaphore_fd")
-                .then(|| ash::khr::external_semaphore_fd::Device::new(instance, &device)),
-            device,
-            pdev,
-            queue,
-            queue_family,
-            mem_props,
-            caps,
-            vulkan,
+    [
+        "/usr/share/vulkan/icd.d",
+        "/etc/vulkan/icd.d",
+        "/usr/local/share/vulkan/icd.d",
+    ]
+    .iter()
+    .any(|d| {
+        std::fs::read_dir(d).is_ok_and(|mut r| {
+            r.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
         })
-    }
-
-    /// The device's capabilities.
-    pub fn caps(&self) -> &DeviceCaps {
-        &self.caps
-    }
-
-    /// A memory type in `bits` with all of `want`, preferring one that also has `prefer`.
-    pub(crate) fn memory_type(
-        &self,
-        bits: u32,
-        want: vk::MemoryPropertyFlags,
-        prefer: vk::MemoryPropertyFlags,
-    ) -> Option<u32> {
-        let types = &self.mem_props.memory_types[..self.mem_props.memory_type_count as usize];
-        let ok = |i: usize, f: vk::MemoryPropertyFlags| {
-            bits & (1 << i) != 0 && types[i].property_flags.contains(f)
-        };
-        (0..types.len())
-            .find(|&i| ok(i, want | prefer))
-            .or_else(|| (0..types.len()).find(|&i| ok(i, want)))
-            .map(|i| i as u32)
-    }
-
-    /// The queue family external memory is owned by outside this device.
-    pub(crate) fn foreign_family(&self) -> u32 {
-        if self.caps.queue_family_foreign {
-            vk::QUEUE_FAMILY_FOREIGN_EXT
-        } else {
-            vk::QUEUE_FAMILY_EXTERNAL
-        }
-    }
-
-    /// See [`Vulkan::image_importable`].
-    pub(crate) fn image_importable(
-        &self,
-        format: vk::Format,
-        modifier: Modifier,
-        flags: vk::ImageCreateFlags,
-    ) -> Result<vk::Extent3D, String> {
-        self.vulkan
-            .image_importable(self.pdev, format, modifier, flags)
-    }
-}
-
-impl Drop for Gpu {
-    fn drop(&mut self) {
-        // SAFETY: the device is idle after the wait, and every object made from it is owned by
-        // values that borrow or share the Gpu and were dropped first.
-        unsafe {
-            let _ = self.device.device_wait_idle();
-            self.device.destroy_device(None);
-        }
-    }
+    })
 }

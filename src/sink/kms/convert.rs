@@ -1,0 +1,313 @@
+//! The conversion in front of the plane (features `kms` and `vulkan`): buffers the plane cannot
+//! scan out are converted by a Vulkan compute shader, reading the frame in place, into XR24
+//! display buffers — one dumb buffer per frame buffer, allocated on the display's own card and
+//! imported into both Vulkan (written in place by the shader) and KMS — and, when the sink
+//! verifies through writeback, each conversion is checked against the CPU's.
+//!
+//! A converted frame keeps its buffer id: display buffer `id` shows frame buffer `id`, so the
+//! frame buffer goes back to the producer exactly when its converted picture left the screen
+//! (the same rule as for buffers scanned out directly), and a display buffer is never written
+//! while it is on screen.
+
+use std::collections::HashMap;
+
+use super::display::KmsDisplay;
+use super::sink::{not_displayable, ConversionRefusal, ConvertStats, CONVERTIBLE};
+use super::KmsError;
+use crate::alloc::drm_dumb::DrmDumbAllocator;
+use crate::alloc::Allocator;
+use crate::buffer::{Access, Buffer, BufferKind, BufferMapping, CpuAccess};
+use crate::format::pixel::compare_bgr;
+use crate::format::{Fourcc, FrameLayout, Modifier};
+use crate::gpu::vulkan::icd_installed;
+use crate::sink::vulkan::{VulkanOptions, VulkanSink};
+use crate::sink::{FrameIn, Sink, SinkError, StreamInfo};
+
+/// One converted buffer: the display buffer its frames are written to, and (when verifying)
+/// read mappings of both.
+struct Converted {
+    /// Kept for the life of the import (KMS and Vulkan hold their own references too).
+    _display: Buffer,
+    check: Option<(BufferMapping, BufferMapping)>,
+}
+
+/// What converting one frame did.
+#[derive(Debug)]
+pub(super) struct ConvertedFrame {
+    /// Its acquire fence never signalled: nothing was converted.
+    pub(super) dropped: bool,
+    /// The conversion matched the CPU's (when verifying) and the GPU's checksum of the frame
+    /// matched the generator's (when the producer is the generator).
+    pub(super) verified: bool,
+}
+
+/// The conversion stage.
+pub(super) struct Conversion {
+    /// `None` until the first buffer needs it; then the Vulkan device, or why there is none.
+    gpu: Option<Result<VulkanSink, String>>,
+    allocator: Option<DrmDumbAllocator>,
+    converted: HashMap<u32, Converted>,
+    stream: Option<StreamInfo>,
+    /// Check each conversion against the CPU's.
+    verify: bool,
+    stats: ConvertStats,
+}
+
+impl Conversion {
+    /// A stage that opens nothing until a buffer needs it; `verify` checks every conversion.
+    pub(super) fn new(verify: bool) -> Conversion {
+        Conversion {
+            gpu: None,
+            allocator: None,
+            converted: HashMap::new(),
+            stream: None,
+            verify,
+            stats: ConvertStats::default(),
+        }
+    }
+
+    /// Whether the conversion may be offered at all (cheap: no device is opened).
+    pub(super) fn may_convert(&self) -> bool {
+        !matches!(self.gpu, Some(Err(_))) && icd_installed()
+    }
+
+    pub(super) fn stats(&self) -> &ConvertStats {
+        &self.stats
+    }
+
+    pub(super) fn start(&mut self, stream: &StreamInfo) {
+        self.stream = Some(stream.clone());
+    }
+
+    /// Whether buffer `id` goes through the conversion.
+    pub(super) fn contains(&self, id: u32) -> bool {
+        self.converted.contains_key(&id)
+    }
+
+    /// The Vulkan device, opened on first use.
+    fn vulkan(&mut self) -> Result<&mut VulkanSink, ConversionRefusal> {
+        let gpu = match self.gpu.take() {
+            Some(gpu) => gpu,
+            None => open_vulkan(self.stream.as_ref()),
+        };
+        match self.gpu.insert(gpu) {
+            Ok(v) => Ok(v),
+            Err(why) => Err(ConversionRefusal::Unavailable(why.clone())),
+        }
+    }
+
+    /// Sets `buffer` up to be converted into a new display buffer of its size, shown on
+    /// `display`.
+    pub(super) fn add(
+        &mut self,
+        display: &mut KmsDisplay,
+        id: u32,
+        buffer: &Buffer,
+    ) -> Result<(), SinkError> {
+        let l = buffer.layout();
+        if !CONVERTIBLE.contains(&l.fourcc()) || l.modifier() != Modifier::LINEAR {
+            return Err(not_displayable(display, id, buffer, ConversionRefusal::Format).into());
+        }
+        let display_buffer = |source| KmsError::DisplayBuffer { id, source };
+        let allocator = match self.allocator.take() {
+            Some(a) => a,
+            None => DrmDumbAllocator::open(Some(display.driver())).map_err(display_buffer)?,
+        };
+        let allocator = self.allocator.insert(allocator);
+        let want = FrameLayout::linear(Fourcc::XR24, l.width(), l.height(), 64)
+            .map_err(KmsError::Format)?;
+        let target = allocator.allocate(&want).map_err(display_buffer)?;
+        // Verify each converted frame against its own display buffer's pixels (the picture
+        // the producer announced is the unconverted one).
+        display.set_pattern(None);
+        match self.vulkan() {
+            Ok(v) => v.add_buffer_into(id, buffer, &target)?,
+            Err(why) => return Err(not_displayable(display, id, buffer, why).into()),
+        }
+        display.import(id, &target)?;
+        let check = if self.verify {
+            Some((buffer.map(false)?, target.map(false)?))
+        } else {
+            None
+        };
+        log::info!(
+            "display: buffer {id} ({} {} {}x{}) is converted on the GPU into a {} {}x{} \
+             display buffer",
+            buffer.kind(),
+            l.fourcc(),
+            l.width(),
+            l.height(),
+            BufferKind::DrmDumb,
+            l.width(),
+            l.height()
+        );
+        self.stats.converted_buffers += 1;
+        self.converted.insert(
+            id,
+            Converted {
+                _display: target,
+                check,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets buffer `id` (the display forgets its display buffer itself).
+    pub(super) fn remove(&mut self, id: u32) {
+        self.converted.remove(&id);
+        if let Some(Ok(v)) = &mut self.gpu {
+            v.remove_buffer(id);
+        }
+    }
+
+    /// Converts one frame into its display buffer, and checks the conversion when verifying.
+    pub(super) fn convert(&mut self, frame: FrameIn<'_>) -> Result<ConvertedFrame, SinkError> {
+        let (id, seq) = (frame.id, frame.seq);
+        let vulkan = self.vulkan().map_err(KmsError::ConversionUnavailable)?;
+        // The GPU checksums the frames against the generator's, when it is one.
+        let producer_checked = vulkan.has_pattern();
+        let gpu = vulkan.frame(frame)?;
+        if gpu.dropped {
+            return Ok(ConvertedFrame {
+                dropped: true,
+                verified: false,
+            });
+        }
+        self.stats.converted_frames += 1;
+        let mut converted_ok = true;
+        if let Some((src, dst)) = self.converted.get_mut(&id).and_then(|c| c.check.as_mut()) {
+            let (src, dst) = (src.access(Access::Read)?, dst.access(Access::Read)?);
+            match conversion_mismatch(&src, &dst) {
+                None => self.stats.conversions_verified += 1,
+                Some(why) => {
+                    converted_ok = false;
+                    self.stats.conversion_mismatches += 1;
+                    if self.stats.conversion_mismatches <= 5 {
+                        log::error!("display: frame {seq} (buffer {id}) converted wrongly: {why}");
+                    }
+                }
+            }
+        }
+        Ok(ConvertedFrame {
+            dropped: false,
+            verified: converted_ok && (!producer_checked || gpu.verified),
+        })
+    }
+
+    pub(super) fn bytes_copied(&self) -> u64 {
+        match &self.gpu {
+            Some(Ok(v)) => v.bytes_copied(),
+            _ => 0,
+        }
+    }
+
+    pub(super) fn finish(&mut self) -> Result<(), SinkError> {
+        if self.stats.converted_frames > 0 {
+            let s = &self.stats;
+            log::info!(
+                "display: {} frames converted on the GPU for the plane ({} buffers); {} \
+                 conversions checked pixel-exact, {} wrong",
+                s.converted_frames,
+                s.converted_buffers,
+                s.conversions_verified,
+                s.conversion_mismatches
+            );
+        }
+        if let Some(Ok(v)) = &mut self.gpu {
+            v.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the Vulkan device the conversion runs on (its checksums against the generator's
+/// frames when the stream comes from the generator), or says why it cannot.
+fn open_vulkan(stream: Option<&StreamInfo>) -> Result<VulkanSink, String> {
+    let opts = VulkanOptions {
+        convert: false,
+        ..VulkanOptions::default()
+    };
+    let mut v = VulkanSink::new(opts).map_err(|e| e.to_string())?;
+    if let Some(s) = stream.filter(|s| s.pattern.is_some()) {
+        v.start(s).map_err(|e| e.to_string())?;
+    }
+    Ok(v)
+}
+
+/// Compares an XR24 display buffer with the CPU conversion of `frame` (the same integer BT.601
+/// as the shader): the first differing pixel, if any.
+fn conversion_mismatch(frame: &CpuAccess<'_>, display: &CpuAccess<'_>) -> Option<String> {
+    let (l, d) = (frame.layout(), display.layout());
+    if d.fourcc() != Fourcc::XR24 || d.size_px() != l.size_px() {
+        return Some(format!(
+            "display buffer is {} {}x{}, not XR24 {}x{}",
+            d.fourcc(),
+            d.width(),
+            d.height(),
+            l.width(),
+            l.height()
+        ));
+    }
+    // The CPU conversion is RGBA8: bytes R, G, B, A, which is AB24.
+    let want = frame.to_rgba();
+    let row_bytes = l.width() as usize * 4;
+    compare_bgr(
+        Fourcc::AB24,
+        l.size_px(),
+        (0, 0),
+        |y| &want[y as usize * row_bytes..(y as usize + 1) * row_bytes],
+        |y| display.row(0, y),
+    )
+    .err()
+    .map(|why| {
+        format!(
+            "the display buffer differs from the CPU conversion of the {} frame: {why}",
+            l.fourcc()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::memfd::MemfdAllocator;
+    use crate::source::{Generator, Pattern};
+
+    /// A YUYV generator frame and its XR24 conversion done by hand: equal, and one wrong byte
+    /// is named by its pixel.
+    #[test]
+    fn a_wrong_conversion_is_caught() {
+        let mut a = MemfdAllocator::new();
+        let src_layout = FrameLayout::linear(Fourcc::YUYV, 64, 16, 64).unwrap();
+        let dst_layout = FrameLayout::linear(Fourcc::XR24, 64, 16, 64).unwrap();
+        let src = a.allocate(&src_layout).unwrap();
+        let dst = a.allocate(&dst_layout).unwrap();
+        let (mut sm, mut dm) = (src.map(true).unwrap(), dst.map(true).unwrap());
+        Generator::new(Pattern::MovingBox, &src_layout).fill(
+            0,
+            &mut sm.access(Access::Write).unwrap(),
+            7,
+        );
+        let rgba = sm.access(Access::Read).unwrap().to_rgba();
+        {
+            let mut d = dm.access(Access::Write).unwrap();
+            for y in 0..16u32 {
+                let row = d.row_mut(0, y);
+                for x in 0..64usize {
+                    let p = &rgba[(y as usize * 64 + x) * 4..][..4];
+                    row[x * 4..x * 4 + 4].copy_from_slice(&[p[2], p[1], p[0], 0]);
+                }
+            }
+        }
+        let check = |sm: &mut BufferMapping, dm: &mut BufferMapping| {
+            conversion_mismatch(
+                &sm.access(Access::Read).unwrap(),
+                &dm.access(Access::Read).unwrap(),
+            )
+        };
+        assert_eq!(check(&mut sm, &mut dm), None);
+        dm.access(Access::Write).unwrap().row_mut(0, 9)[4 * 33 + 1] ^= 1;
+        let why = check(&mut sm, &mut dm).expect("a changed green byte");
+        assert!(why.contains("pixel (33, 9)"), "{why}");
+    }
+}
