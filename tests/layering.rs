@@ -159,3 +159,52 @@ fn the_table_has_no_cycles() {
         }
     }
 }
+
+/// A library user with no features compiles none of the CLI's or the devices' crates.
+#[test]
+fn the_library_without_features_pulls_no_cli_or_device_crates() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "frameshare",
+            "-e",
+            "normal",
+            "--no-default-features",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8(out.stdout).unwrap();
+    let crates: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(crates.contains(&"rustix"), "{tree}");
+    for banned in [
+        "clap",
+        "anyhow",
+        "indicatif",
+        "ash",
+        "drm",
+        "png",
+        "gbm",
+        "v4l",
+        "serde_json",
+    ] {
+        assert!(
+            !crates.contains(&banned),
+            "`{banned}` is in the featureless library's tree:\n{tree}"
+        );
+    }
+}
