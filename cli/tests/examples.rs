@@ -9,12 +9,20 @@ use std::time::Duration;
 
 use common::{wait_until, RuntimeDir};
 
-/// Builds the root package's examples in this test's profile and returns their directory.
+/// Builds the root package's examples in this test's profile (with all features, as the
+/// suite builds the library, so nothing is rebuilt) and returns their directory.
 fn examples() -> PathBuf {
     let release = !cfg!(debug_assertions);
     let mut build = Command::new(env!("CARGO"));
     build
-        .args(["build", "-q", "-p", "frameshare", "--examples"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "frameshare",
+            "--examples",
+            "--all-features",
+        ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     if release {
         build.arg("--release");
