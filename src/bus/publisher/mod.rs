@@ -327,6 +327,25 @@ impl Publisher {
         Ok(ids)
     }
 
+    /// Adds buffers to the pool beside the ones there (nothing retires), announced to every
+    /// consumer: for a source whose buffers show up one at a time (a GStreamer upstream's pool,
+    /// recognised as each of its buffers first arrives). They must be of the pool's memory kind
+    /// and layout; a change of either goes through [`Publisher::set_buffers`]. Returns their ids.
+    pub fn add_buffers(&mut self, buffers: Vec<Buffer>) -> Result<Vec<u32>, PublishError> {
+        if self.pool.current_ids().is_empty() {
+            self.kind = buffers.first().map(|b| b.kind());
+        }
+        let mut ids = Vec::with_capacity(buffers.len());
+        for b in buffers {
+            ids.push(self.pool.insert(b).ok_or(PublishError::TooManyBuffers)?);
+        }
+        let tokens: Vec<u64> = self.live().map(|s| s.token).collect();
+        for t in tokens {
+            self.announce(t, &ids);
+        }
+        Ok(ids)
+    }
+
     /// Takes a free buffer for the next frame. `Ok(None)`: the frame is dropped (counted) —
     /// no buffer came free under [`WhenFull::Drop`], or release fences did not signal. Under
     /// [`WhenFull::Wait`] this serves consumers until one gives a buffer back.
