@@ -242,7 +242,7 @@ impl Outlet {
                             .unwrap_or_else(|| "of no allocator".into())
                     ))
                 })?;
-            let (dev, ino) = fdmem::with_memory_fd(fd_mem, |fd| pool::identity(fd))
+            let (dev, ino) = fdmem::with_memory_fd(fd_mem, pool::identity)
                 .ok_or_else(|| NotShareable("fd memory without an fd".into()))?
                 .map_err(|e| NotShareable(format!("fstat of upstream's fd: {e}")))?;
             key.push((dev, ino, mem.offset()));
