@@ -133,11 +133,12 @@ fn dma_heap_stream_through_framesharesrc_to_kmssink() {
         "frameshare produce --alloc dma-heap",
     );
     let mut player = gst_launch(&format!(
-        "framesharesrc stream={name} ! kmssink driver-name=vkms force-modesetting=true \
-         can-scale=false sync=false"
+        "framesharesrc stream={name} ! kmssink driver-name=vkms force-modesetting=true sync=false"
     ));
-    // kmssink logs "frame copy" on the performance category when it cannot import a dma-buf.
-    player.env("GST_DEBUG", "GST_PERFORMANCE:5,kmsallocator:5");
+    // kmssink logs each buffer's dma-buf import ("Found a dmabuf", then the framebuffer it
+    // made for that memory, cached on it: "found KMS mem … with fb id = N"), and "frame copy"
+    // on the performance category when it cannot import and copies instead.
+    player.env("GST_DEBUG", "GST_PERFORMANCE:5,kmssink:7");
     let player = Proc::spawn(player, "gst-launch-1.0 framesharesrc ! kmssink");
     let (ok, out, err) = player.finish(TIMEOUT);
     assert!(ok, "framesharesrc ! kmssink failed:\n{out}\n{err}");
@@ -147,6 +148,22 @@ fn dma_heap_stream_through_framesharesrc_to_kmssink() {
     assert!(
         !log.contains("frame copy"),
         "kmssink copied frames instead of importing the dma-bufs:\n{log}"
+    );
+    // (kmssink shows the last buffer once more as it stops.)
+    let imports = log.matches("Found a dmabuf with 1 planes").count() as u64;
+    assert!(
+        imports >= frames,
+        "every frame reached kmssink as a dma-buf: {imports} imports"
+    );
+    let framebuffers: std::collections::HashSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("found KMS mem"))
+        .filter_map(|l| l.split("fb id = ").nth(1))
+        .map(str::trim)
+        .collect();
+    assert!(
+        (1..=4).contains(&framebuffers.len()),
+        "one framebuffer per producer buffer (4), made once and reused: {framebuffers:?}"
     );
     let report: serde_json::Value =
         serde_json::from_str(&pout).unwrap_or_else(|e| panic!("producer JSON: {e}:\n{pout}"));

@@ -477,6 +477,13 @@ impl BaseSinkImpl for FrameshareSink {
         let why = outlet.why_copied().map(str::to_owned);
         drop(g);
         self.update_stats(stats);
+        if let Outcome::Shared { id, new: true, key } = &outcome {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "new buffer {id}: (dev, inode, offset) {key:?}"
+            );
+        }
         if let Outcome::Copied { first: true } = outcome {
             gst::element_imp_warning!(
                 self,

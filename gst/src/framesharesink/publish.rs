@@ -26,7 +26,7 @@ use crate::pool::{self, Registry};
 const COPY_BUFFERS: usize = 4;
 
 /// A buffer's identity: each memory's (device, inode, offset into the fd).
-type Key = Vec<(u64, u64, usize)>;
+pub type Key = Vec<(u64, u64, usize)>;
 
 /// Errors publishing a buffer.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +62,18 @@ enum Mode {
 }
 
 /// What happened to one buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Published without a copy.
-    Shared,
+    /// Published without a copy, as buffer `id`; `new`: first seen now (its fds announced),
+    /// `key`: its identity (device, inode, offset of each memory).
+    Shared {
+        /// The buffer's id in the stream.
+        id: u32,
+        /// First seen now.
+        new: bool,
+        /// Its identity.
+        key: Key,
+    },
     /// Published through a copy; `first`: the first copy (warn now).
     Copied {
         /// This was the first copy.
@@ -313,6 +321,8 @@ impl Outlet {
         meta: FrameMeta,
         flushing: &dyn Fn() -> bool,
     ) -> Result<Outcome, OutletError> {
+        let new = s.fresh.is_some();
+        let key = s.key.clone();
         let id = match s.fresh {
             None => self.by_key[&s.key],
             Some(b) => {
@@ -362,7 +372,7 @@ impl Outlet {
         self.held.insert(id, buffer.clone());
         self.stats.published += 1;
         self.stats.shared += 1;
-        Ok(Outcome::Shared)
+        Ok(Outcome::Shared { id, new, key })
     }
 
     fn publish_copy(
