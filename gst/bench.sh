@@ -8,7 +8,10 @@
 # GStreamer's fd-passing pair (unixfdsink/unixfdsrc) is 1.24+; Debian bookworm has 1.22, so
 # the comparison is with shmsink/shmsrc, which also lets videotestsrc write into shared memory
 # (its allocator) but sends every buffer's offset and waits on a pipe per release.
-# Writes CSV to stdout (and to $1 if given): pair,size,frames,seconds,fps,cpu_us_per_frame.
+# Two rates: `max` (the producer as fast as it goes: the consumer often finds the next frame
+# already there) and `60fps` (a live videotestsrc: the consumer sleeps and wakes for every
+# frame, as with a camera), so the per-frame cost is compared on equal terms.
+# Writes CSV to stdout (and to $1 if given): pair,rate,size,frames,seconds,fps,cpu_us_per_frame.
 #   gst/bench.sh [OUT.csv]     (FRAMES=300 by default; build first: ci/gst does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,23 +25,25 @@ trap 'rm -rf "$dir"' EXIT
 export FRAMESHARE_RUNTIME_DIR=$dir
 sink='fakesink name=out signal-handoffs=true sync=false'
 
-rows=("pair,size,frames,seconds,fps,cpu_us_per_frame")
+rows=("pair,rate,size,frames,seconds,fps,cpu_us_per_frame")
+for rate in max 60fps; do
 for size in 1920x1080 3840x2160; do
   w=${size%x*} h=${size#*x}
-  caps="video/x-raw,format=BGRx,width=$w,height=$h,framerate=30/1"
+  caps="video/x-raw,format=BGRx,width=$w,height=$h,framerate=60/1"
+  live=false; [ "$rate" = max ] || live=true
   # The producer sends a few more frames than the consumer counts: the consumer stops at
   # $frames and the producer's tail goes nowhere.
   n=$((frames + 10))
 
-  gst-launch-1.0 -q videotestsrc num-buffers=$n pattern=black ! "$caps" ! \
+  gst-launch-1.0 -q videotestsrc is-live=$live num-buffers=$n pattern=black ! "$caps" ! \
     framesharesink stream=bench wait-for-consumers=1 sync=false >/dev/null 2>&1 &
   prod=$!
   row=$("$consumer" "$frames" "framesharesrc stream=bench ! $sink")
   wait $prod || true
-  rows+=("frameshare,$size,$row")
+  rows+=("frameshare,$rate,$size,$row")
 
   shm=$((w * h * 4 * 8))
-  gst-launch-1.0 -q videotestsrc num-buffers=$n pattern=black ! "$caps" ! \
+  gst-launch-1.0 -q videotestsrc is-live=$live num-buffers=$n pattern=black ! "$caps" ! \
     shmsink socket-path="$dir/shm" shm-size=$shm wait-for-connection=true sync=false \
     >/dev/null 2>&1 &
   prod=$!
@@ -47,7 +52,8 @@ for size in 1920x1080 3840x2160; do
   kill $prod 2>/dev/null || true
   wait $prod 2>/dev/null || true
   rm -f "$dir/shm"
-  rows+=("shmsink/shmsrc,$size,$row")
+  rows+=("shmsink/shmsrc,$rate,$size,$row")
+done
 done
 printf '%s\n' "${rows[@]}"
 [ -z "$out" ] || printf '%s\n' "${rows[@]}" >"$out"
