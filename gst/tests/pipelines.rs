@@ -4,7 +4,9 @@
 //! the proposed pool; the copy path counted when upstream refuses it; `frameshare produce` read
 //! by `framesharesrc ! appsink`, every frame checked by the generator's own verifier, the
 //! memory the producer's (fd memory, as many objects as the producer has buffers); a format
-//! change followed; and frames leaving over RTP on loopback.
+//! change followed on both elements; one sink read by several consumers at once; the source's
+//! EOS when its producer dies and its reconnect when one comes back; and frames leaving over
+//! RTP on loopback.
 
 mod common;
 
@@ -31,24 +33,38 @@ fn packed(rows: &impl PixelRows) -> Vec<u8> {
     out
 }
 
-type Consumer = std::thread::JoinHandle<Result<Vec<(u64, Vec<u8>)>, String>>;
+/// One frame a consumer received.
+struct Got {
+    seq: u64,
+    size: (u32, u32),
+    /// Every row of every plane, padding dropped.
+    bytes: Vec<u8>,
+}
 
-/// Runs `pipeline` to EOS (panicking on an error or a timeout, or when `consumer` ended first:
-/// with its error); returns the warnings posted.
-fn run_to_eos(pipeline: &gst::Element, consumer: Option<&mut Option<Consumer>>) -> Vec<String> {
+/// What a consumer received: the frames, and how many buffers were announced to it (each
+/// buffer's fds cross once, when announced; frames name a buffer by id).
+struct Consumed {
+    frames: Vec<Got>,
+    announced: usize,
+}
+
+type Consumer = std::thread::JoinHandle<Result<Consumed, String>>;
+
+/// Runs `pipeline` to EOS (panicking on an error or a timeout, or when one of `consumers`
+/// ended first: with its error); returns the warnings posted.
+fn run_to_eos(pipeline: &gst::Element, consumers: &mut [Option<Consumer>]) -> Vec<String> {
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
     let bus = pipeline.bus().expect("bus");
     let mut warnings = Vec::new();
-    let mut consumer = consumer;
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         assert!(!left.is_zero(), "no EOS within {TIMEOUT:?}");
-        if let Some(c) = consumer.as_deref_mut() {
+        for c in consumers.iter_mut() {
             if c.as_ref().is_some_and(|h| h.is_finished()) {
-                let r = c.take().unwrap().join();
+                let r = c.take().unwrap().join().map(|r| r.map(|c| c.frames.len()));
                 pipeline.set_state(gst::State::Null).expect("NULL");
-                panic!("the consumer ended before the pipeline's EOS: {r:?}");
+                panic!("a consumer ended before the pipeline's EOS (frames or error): {r:?}");
             }
         }
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
@@ -98,16 +114,25 @@ fn consume(name: &str) -> Option<Consumer> {
             ..SubscriberOptions::default()
         };
         let mut sub = Subscriber::connect(name, opts).map_err(|e| format!("subscribe: {e}"))?;
-        let mut got = Vec::new();
+        let mut got = Consumed {
+            frames: Vec::new(),
+            announced: 0,
+        };
         loop {
             match sub
                 .next(Some(TIMEOUT))
-                .map_err(|e| format!("after {} frames: {e}", got.len()))?
+                .map_err(|e| format!("after {} frames: {e}", got.frames.len()))?
             {
                 SubscriberEvent::Frame(f) => {
                     let read = f.read().map_err(|e| format!("map: {e}"))?;
-                    got.push((f.seq, packed(&read)));
+                    let l = f.buffer().layout();
+                    got.frames.push(Got {
+                        seq: f.seq,
+                        size: (l.width(), l.height()),
+                        bytes: packed(&read),
+                    });
                 }
+                SubscriberEvent::BufferAdded { .. } => got.announced += 1,
                 SubscriberEvent::EndOfStream { .. } | SubscriberEvent::Ended { .. } => break,
                 _ => {}
             }
@@ -115,6 +140,31 @@ fn consume(name: &str) -> Option<Consumer> {
         Ok(got)
     }))
 }
+
+/// Joins a consumer thread.
+fn joined(c: Option<Consumer>) -> Consumed {
+    c.expect("a consumer")
+        .join()
+        .expect("consumer thread")
+        .expect("consumer")
+}
+
+/// The sink's counters: (published, copies, bytes-copied).
+fn sink_counters(pipeline: &gst::Element) -> (u64, u64, u64) {
+    let sink = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("sink")
+        .expect("an element named sink");
+    (
+        sink.property::<u64>("published"),
+        sink.property::<u64>("copies"),
+        sink.property::<u64>("bytes-copied"),
+    )
+}
+
+/// Most buffers upstream may take from the sink's proposed pool (`MAX_POOL_BUFFERS`).
+const MAX_POOL_BUFFERS: usize = 16;
 
 /// `videotestsrc ! framesharesink`: the consumer sees exactly videotestsrc's frames, and the
 /// sink copied nothing (videotestsrc wrote into the proposed pool's shared buffers).
@@ -127,39 +177,47 @@ fn sink_through_pool(format: &str) {
          video/x-raw,format={format},width=322,height=240,framerate=30/1"
     );
     let want = reference_frames(&source);
-    let mut consumer = consume(&name);
+    let consumer = consume(&name);
     let pipeline = gst::parse::launch(&format!(
         "{source} ! framesharesink name=sink stream={name} wait-for-consumers=1 sync=false"
     ))
     .expect("pipeline");
-    let warnings = run_to_eos(&pipeline, Some(&mut consumer));
-    let sink = pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("sink")
-        .unwrap();
-    let published = sink.property::<u64>("published");
-    let copies = sink.property::<u64>("copies");
-    let bytes = sink.property::<u64>("bytes-copied");
+    let mut consumers = [consumer];
+    let warnings = run_to_eos(&pipeline, &mut consumers);
+    let (published, copies, bytes) = sink_counters(&pipeline);
     pipeline.set_state(gst::State::Null).expect("NULL");
-    let got = consumer
-        .unwrap()
-        .join()
-        .expect("consumer thread")
-        .expect("consumer");
+    let [consumer] = consumers;
+    let got = joined(consumer);
     assert_eq!(published, want.len() as u64);
     assert_eq!((copies, bytes), (0, 0), "the pool path copies nothing");
     assert!(
         warnings.is_empty(),
         "no warning on the pool path: {warnings:?}"
     );
-    assert_eq!(got.len(), want.len(), "every frame reached the consumer");
-    for (i, (seq, bytes)) in got.iter().enumerate() {
-        assert_eq!(*seq, i as u64, "frames in order");
+    assert_frames_are(&got, &want);
+    // Zero copy, and each buffer's fds sent once: the pool's few buffers were announced, and
+    // every frame after that named one of them.
+    assert!(
+        (1..=MAX_POOL_BUFFERS).contains(&got.announced) && got.announced < want.len(),
+        "{} buffers announced for {} frames: fds are sent once per buffer",
+        got.announced,
+        want.len()
+    );
+}
+
+/// `got` holds exactly the frames `want`, in order.
+fn assert_frames_are(got: &Consumed, want: &[Vec<u8>]) {
+    assert_eq!(
+        got.frames.len(),
+        want.len(),
+        "every frame reached the consumer"
+    );
+    for (i, f) in got.frames.iter().enumerate() {
+        assert_eq!(f.seq, i as u64, "frames in order");
         assert!(
-            bytes == &want[i],
+            f.bytes == want[i],
             "frame {i} differs from videotestsrc's ({} vs {} bytes)",
-            bytes.len(),
+            f.bytes.len(),
             want[i].len()
         );
     }
@@ -182,7 +240,7 @@ fn sink_copies_system_memory_and_says_so_once() {
     let name = stream_name("copy");
     let caps = "video/x-raw,format=RGBx,width=160,height=120,framerate=30/1";
     let want = reference_frames(&format!("videotestsrc num-buffers=6 pattern=ball ! {caps}"));
-    let mut consumer = consume(&name);
+    let consumer = consume(&name);
     let pipeline = gst::parse::launch(&format!(
         "appsrc name=src caps={caps} format=time ! framesharesink name=sink stream={name} \
          wait-for-consumers=1 sync=false"
@@ -202,16 +260,12 @@ fn sink_copies_system_memory_and_says_so_once() {
         src.push_buffer(b).expect("push");
     }
     src.end_of_stream().expect("eos");
-    let warnings = run_to_eos(&pipeline, Some(&mut consumer));
-    let sink = bin.by_name("sink").unwrap();
-    let copies = sink.property::<u64>("copies");
-    let bytes = sink.property::<u64>("bytes-copied");
+    let mut consumers = [consumer];
+    let warnings = run_to_eos(&pipeline, &mut consumers);
+    let (_, copies, bytes) = sink_counters(&pipeline);
     pipeline.set_state(gst::State::Null).expect("NULL");
-    let got = consumer
-        .unwrap()
-        .join()
-        .expect("consumer thread")
-        .expect("consumer");
+    let [consumer] = consumers;
+    let got = joined(consumer);
     assert_eq!(copies, want.len() as u64);
     assert_eq!(bytes, (want.len() * 160 * 120 * 4) as u64);
     assert_eq!(
@@ -222,10 +276,124 @@ fn sink_copies_system_memory_and_says_so_once() {
         1,
         "one warning for the copies: {warnings:?}"
     );
-    assert_eq!(got.len(), want.len());
-    for (i, (_, bytes)) in got.iter().enumerate() {
-        assert!(bytes == &want[i], "copied frame {i} differs");
+    assert_eq!(got.frames.len(), want.len());
+    for (i, f) in got.frames.iter().enumerate() {
+        assert!(f.bytes == want[i], "copied frame {i} differs");
     }
+}
+
+/// One sink, three consumers at once (two in this process, one `frameshare consume` process):
+/// each gets every frame, the in-process ones byte for byte as videotestsrc made them; the
+/// sink copied nothing.
+#[test]
+fn sink_serves_many_consumers() {
+    init();
+    let name = stream_name("many");
+    let source = "videotestsrc num-buffers=20 pattern=smpte horizontal-speed=5 ! \
+                  video/x-raw,format=BGRx,width=200,height=120,framerate=30/1";
+    let want = reference_frames(source);
+    let cli = Proc::spawn(
+        frameshare(&[
+            "consume", "--stream", &name, "--sink", "null", "--wait", "60", "--json",
+        ]),
+        "frameshare consume",
+    );
+    let mut consumers = [consume(&name), consume(&name)];
+    let pipeline = gst::parse::launch(&format!(
+        "{source} ! framesharesink name=sink stream={name} wait-for-consumers=3 sync=false"
+    ))
+    .expect("pipeline");
+    let warnings = run_to_eos(&pipeline, &mut consumers);
+    let (published, copies, bytes) = sink_counters(&pipeline);
+    pipeline.set_state(gst::State::Null).expect("NULL");
+    assert_eq!(published, want.len() as u64);
+    assert_eq!((copies, bytes), (0, 0), "nothing copied for any consumer");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for c in consumers {
+        assert_frames_are(&joined(c), &want);
+    }
+    let (ok, out, err) = cli.finish(TIMEOUT);
+    assert!(ok, "frameshare consume failed:\n{out}\n{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("consumer JSON: {e}:\n{out}"));
+    assert_eq!(
+        report["frames_delivered"].as_u64(),
+        Some(want.len() as u64),
+        "{report}"
+    );
+    assert_eq!(report["bytes_copied"].as_u64(), Some(0), "{report}");
+}
+
+/// The caps change mid-stream (BGRx 320x240 to NV12 160x120, set on a capsfilter after the
+/// tenth buffer): videotestsrc renegotiates, takes a new pool from the sink, and the consumer
+/// gets the new format's buffers announced and every frame, still without a copy; the frames
+/// before the change are videotestsrc's.
+#[test]
+fn sink_follows_a_caps_change() {
+    init();
+    let name = stream_name("sink-change");
+    let first = "video/x-raw,format=BGRx,width=320,height=240,framerate=30/1";
+    let second = "video/x-raw,format=NV12,width=160,height=120,framerate=30/1";
+    let change_after = 10;
+    let want = reference_frames(&format!(
+        "videotestsrc num-buffers={change_after} pattern=smpte horizontal-speed=3 ! {first}"
+    ));
+    let consumer = consume(&name);
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=30 pattern=smpte horizontal-speed=3 ! capsfilter name=cf \
+         caps={first} ! framesharesink name=sink stream={name} wait-for-consumers=1 sync=false"
+    ))
+    .expect("pipeline");
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let capsfilter = bin.by_name("cf").unwrap();
+    let new_caps: gst::Caps = second.parse().unwrap();
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    bin.by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == change_after {
+                capsfilter.set_property("caps", &new_caps);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let mut consumers = [consumer];
+    let warnings = run_to_eos(&pipeline, &mut consumers);
+    let (published, copies, bytes) = sink_counters(&pipeline);
+    pipeline.set_state(gst::State::Null).expect("NULL");
+    let [consumer] = consumers;
+    let got = joined(consumer);
+    assert_eq!(published, 30);
+    assert_eq!((copies, bytes), (0, 0), "both formats through the pool");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(got.frames.len(), 30, "every frame reached the consumer");
+    let sizes: Vec<(u32, u32)> = got.frames.iter().map(|f| f.size).collect();
+    let switch = sizes
+        .iter()
+        .position(|s| *s == (160, 120))
+        .unwrap_or_else(|| panic!("no frame after the change: {sizes:?}"));
+    assert!(switch >= change_after as usize, "{sizes:?}");
+    assert!(
+        sizes[..switch].iter().all(|s| *s == (320, 240))
+            && sizes[switch..].iter().all(|s| *s == (160, 120)),
+        "one change, in order: {sizes:?}"
+    );
+    for (i, f) in got.frames[..change_after as usize].iter().enumerate() {
+        assert!(f.bytes == want[i], "frame {i} differs from videotestsrc's");
+    }
+    let nv12_bytes = (160 * 120 * 3 / 2) as usize;
+    assert!(
+        got.frames[switch..]
+            .iter()
+            .all(|f| f.bytes.len() == nv12_bytes),
+        "the frames after the change are NV12"
+    );
+    assert!(
+        got.announced >= 2 && got.announced <= 2 * MAX_POOL_BUFFERS,
+        "buffers of both pools announced, each once: {}",
+        got.announced
+    );
 }
 
 /// What `framesharesrc ! appsink` received from `frameshare produce`.
@@ -236,6 +404,42 @@ struct Received {
     /// Frames whose memory was not the producer's fds (wrapped SysV memory counts as its own).
     not_fd: u64,
     sizes: HashSet<(u32, u32)>,
+}
+
+/// Checks a sample from `framesharesrc` with the generator's verifier (its frame number is the
+/// buffer's offset) and notes its memory in `r`; returns the frame number and size.
+fn verified(sample: &gst::Sample, r: &mut Received) -> (u64, (u32, u32)) {
+    let info = gst_video::VideoInfo::from_caps(sample.caps().expect("caps")).expect("video");
+    let buffer = sample.buffer_owned().expect("buffer");
+    let seq = buffer.offset();
+    for mem in buffer.iter_memories() {
+        match mem.downcast_memory_ref::<gst_allocators::FdMemory>() {
+            Some(fd) => {
+                let st = std::fs::metadata(format!("/proc/self/fd/{}", fd.fd()))
+                    .expect("the memory's fd is open");
+                use std::os::unix::fs::MetadataExt;
+                r.objects.insert((st.dev(), st.ino()));
+            }
+            None => r.not_fd += 1,
+        }
+    }
+    let rows = GstRows::new(buffer, &info);
+    let scene = Scene::new(Pattern::MovingBox, rows.layout());
+    if let Err(m) = scene.frame(seq).verify(&rows) {
+        panic!("frame {seq} ({}): {m}", rows.fourcc());
+    }
+    (seq, (info.width(), info.height()))
+}
+
+impl Received {
+    fn new() -> Received {
+        Received {
+            frames: 0,
+            objects: HashSet::new(),
+            not_fd: 0,
+            sizes: HashSet::new(),
+        }
+    }
 }
 
 /// `frameshare produce ARGS` → `framesharesrc ! appsink`, every frame verified by the generator.
@@ -256,33 +460,10 @@ fn src_from_producer(tag: &str, produce: &[&str]) -> Received {
         .downcast::<gst_app::AppSink>()
         .unwrap();
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
-    let mut r = Received {
-        frames: 0,
-        objects: HashSet::new(),
-        not_fd: 0,
-        sizes: HashSet::new(),
-    };
+    let mut r = Received::new();
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {
-        let info = gst_video::VideoInfo::from_caps(sample.caps().expect("caps")).expect("video");
-        let buffer = sample.buffer_owned().expect("buffer");
-        let seq = buffer.offset();
-        for mem in buffer.iter_memories() {
-            match mem.downcast_memory_ref::<gst_allocators::FdMemory>() {
-                Some(fd) => {
-                    let st = std::fs::metadata(format!("/proc/self/fd/{}", fd.fd()))
-                        .expect("the memory's fd is open");
-                    use std::os::unix::fs::MetadataExt;
-                    r.objects.insert((st.dev(), st.ino()));
-                }
-                None => r.not_fd += 1,
-            }
-        }
-        let rows = GstRows::new(buffer, &info);
-        r.sizes.insert((info.width(), info.height()));
-        let scene = Scene::new(Pattern::MovingBox, rows.layout());
-        if let Err(m) = scene.frame(seq).verify(&rows) {
-            panic!("frame {seq} ({}): {m}", rows.fourcc());
-        }
+        let (_, size) = verified(&sample, &mut r);
+        r.sizes.insert(size);
         r.frames += 1;
     }
     let frames_prop = bin.by_name("src").unwrap().property::<u64>("frames");
@@ -370,6 +551,138 @@ fn src_caps_follow_a_format_change() {
     assert_eq!(r.frames, 30);
     let want: HashSet<(u32, u32)> = [(320, 240), (160, 120), (96, 64)].into();
     assert_eq!(r.sizes, want, "caps followed each size");
+}
+
+/// `frameshare produce` at 30 fps, until killed, on stream `name`.
+fn endless_producer(name: &str) -> Proc {
+    Proc::spawn(
+        frameshare(&[
+            "produce", "--stream", name, "--frames", "0", "--fps", "30", "--size", "160x120",
+            "--alloc", "memfd",
+        ]),
+        "frameshare produce (endless)",
+    )
+}
+
+/// SIGKILL: the producer goes away without ending its stream.
+fn kill(mut p: Proc) {
+    let mut child = p.0.take().expect("running");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
+/// `framesharesrc stream=NAME PROPS ! appsink`, playing; returns the pipeline and its appsink.
+fn src_pipeline(name: &str, props: &str) -> (gst::Element, gst_app::AppSink) {
+    let pipeline = gst::parse::launch(&format!(
+        "framesharesrc name=src stream={name} {props} ! appsink name=out sync=false"
+    ))
+    .expect("pipeline");
+    let sink = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).expect("PLAYING");
+    (pipeline, sink)
+}
+
+/// The errors `pipeline` posted.
+fn errors(pipeline: &gst::Element) -> Vec<String> {
+    let bus = pipeline.bus().expect("bus");
+    std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Error]))
+        .map(|m| format!("{m:?}"))
+        .collect()
+}
+
+/// A producer killed mid-stream (no clean end) is the end of the stream for a source without
+/// `reconnect`: EOS downstream, not an error.
+#[test]
+fn src_eos_when_the_producer_dies() {
+    init();
+    let name = stream_name("src-dies");
+    let producer = endless_producer(&name);
+    let (pipeline, sink) = src_pipeline(&name, "");
+    let mut r = Received::new();
+    for _ in 0..5 {
+        let sample = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(30))
+            .expect("a frame before the producer dies");
+        verified(&sample, &mut r);
+    }
+    kill(producer);
+    // The frames already queued, then the end.
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {
+        verified(&sample, &mut r);
+    }
+    assert!(
+        sink.is_eos(),
+        "the producer's death reached the appsink as EOS"
+    );
+    assert_eq!(errors(&pipeline), Vec::<String>::new());
+    pipeline.set_state(gst::State::Null).expect("NULL");
+}
+
+/// With `reconnect=true` the source outlives a killed producer: it waits, takes the restarted
+/// producer's new buffers, and goes on with its frames (each verified) until that one ends the
+/// stream cleanly, which is EOS.
+#[test]
+fn src_reconnects_to_a_restarted_producer() {
+    init();
+    let name = stream_name("src-reconnect");
+    let producer = endless_producer(&name);
+    let (pipeline, sink) = src_pipeline(&name, "reconnect=true");
+    let mut r = Received::new();
+    let mut seqs = Vec::new();
+    for _ in 0..10 {
+        let sample = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(30))
+            .expect("a frame from the first producer");
+        seqs.push(verified(&sample, &mut r).0);
+    }
+    kill(producer);
+    let second_frames = 15u64;
+    let second = Proc::spawn(
+        frameshare(&[
+            "produce",
+            "--stream",
+            &name,
+            "--frames",
+            &second_frames.to_string(),
+            "--size",
+            "160x120",
+            "--alloc",
+            "memfd",
+        ]),
+        "frameshare produce (restarted)",
+    );
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {
+        seqs.push(verified(&sample, &mut r).0);
+    }
+    assert!(sink.is_eos(), "the restarted producer's end is EOS");
+    assert_eq!(errors(&pipeline), Vec::<String>::new());
+    pipeline.set_state(gst::State::Null).expect("NULL");
+    let (ok, out, err) = second.finish(TIMEOUT);
+    assert!(ok, "the restarted producer failed:\n{out}\n{err}");
+    // The first producer's frames 0..k, then the second's 0..15: nothing lost on either side.
+    let restart = seqs
+        .iter()
+        .rposition(|&s| s == 0)
+        .expect("frames numbered from 0");
+    assert!(
+        restart >= 10,
+        "the second producer's frames come after the first's: {seqs:?}"
+    );
+    assert!(
+        seqs[..restart].iter().copied().eq(0..restart as u64),
+        "the first producer's frames in order: {seqs:?}"
+    );
+    assert!(
+        seqs[restart..].iter().copied().eq(0..second_frames),
+        "every frame of the restarted producer: {seqs:?}"
+    );
+    assert_eq!(r.not_fd, 0, "fd memory on both sides of the restart");
 }
 
 /// Frames leave the machine encoded: `framesharesrc ! vp8enc ! rtpvp8pay ! udpsink` to

@@ -5,6 +5,10 @@
 //! `framesharesrc ! kmssink` (kmssink imports the dma-bufs by PRIME). Both without copies: the
 //! sink reports 0 bytes copied, kmssink's performance log shows no frame copy. On a host without
 //! the devices each test says "skipped".
+//!
+//! `ci/gst --vm` runs both in one guest, once each, in name order (libtest sorts them): the
+//! camera test, which verifies through vkms writeback, first, on a vkms no display session has
+//! used yet; then the kmssink test, which does not depend on writeback.
 
 mod common;
 
@@ -50,7 +54,7 @@ fn json_u64(v: &serde_json::Value, key: &str) -> u64 {
 }
 
 #[test]
-fn vivid_dmabufs_through_framesharesink_to_kms_writeback() {
+fn camera_dmabufs_through_framesharesink_to_kms_writeback() {
     let Some(node) = vivid_node() else { return };
     if !vkms_present() {
         return;
