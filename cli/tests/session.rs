@@ -407,6 +407,57 @@ fn a_consumer_that_dies_is_forgotten_at_once() {
     );
 }
 
+/// `Publisher::add_buffers` (for buffers met one at a time, as a GStreamer upstream's pool):
+/// each new buffer's fds go once to the consumers there, beside those already announced
+/// (nothing retires); a consumer joining later is told of them all; a frame in either reaches
+/// both without a second announcement.
+#[test]
+fn added_buffers_are_announced_once_each() {
+    let mut publisher = Publisher::new(PublisherOptions::default()).unwrap();
+    let (ours, mut early) = Channel::pair().unwrap();
+    publisher.add_connection(ours, false).unwrap();
+    raw_consumer(&mut early, 0, "early");
+    assert!(publisher.wait_for_consumers(1, Some(WAIT)).unwrap());
+    let mut buffers = memfd_buffers(2);
+    let second = buffers.pop().unwrap();
+    let a = publisher.add_buffers(buffers).unwrap();
+    let b = publisher.add_buffers(vec![second]).unwrap();
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_ne!(a[0], b[0], "a buffer added beside another gets its own id");
+    for want in [a[0], b[0]] {
+        match recv(&mut early) {
+            Message::AddBuffer { id, .. } => assert_eq!(id, want),
+            m => panic!("expected AddBuffer {want}, got {m:?}"),
+        }
+    }
+    let (ours, mut late) = Channel::pair().unwrap();
+    publisher.add_connection(ours, false).unwrap();
+    raw_consumer(&mut late, 0, "late");
+    assert!(publisher.wait_for_consumers(2, Some(WAIT)).unwrap());
+    publisher
+        .publish(b[0], 0, FrameMeta::default(), None)
+        .unwrap();
+    match recv(&mut early) {
+        Message::Frame(f) => assert_eq!((f.id, f.seq), (b[0], 0)),
+        m => panic!("expected the frame, not a second announcement: {m:?}"),
+    }
+    let mut told = Vec::new();
+    loop {
+        match recv(&mut late) {
+            Message::AddBuffer { id, .. } => told.push(id),
+            Message::Frame(f) => break assert_eq!((f.id, f.seq), (b[0], 0)),
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    told.sort_unstable();
+    let mut want = vec![a[0], b[0]];
+    want.sort_unstable();
+    assert_eq!(
+        told, want,
+        "the late consumer is told of both buffers, once"
+    );
+}
+
 /// A consumer that holds its frames past the stall timeout is evicted with a Bye saying so;
 /// the stream goes on for the others, which lose no frame. Until it gives a frame back after
 /// it was told of the buffers, a consumer may be setting itself up (GPU pipelines, a display
