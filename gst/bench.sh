@@ -17,7 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 frames=${FRAMES:-300}
 out=${1:-}
-cargo build -q --release -p gst-plugin-frameshare --example consumer_cpu
+# The same packages and features as ci/gst builds, so nothing is rebuilt for the bench.
+cargo build -q --release --all-features -p frameshare-cli -p gst-plugin-frameshare --example consumer_cpu
 export GST_PLUGIN_PATH=$PWD/target/release
 consumer=$PWD/target/release/examples/consumer_cpu
 dir=$(mktemp -d)

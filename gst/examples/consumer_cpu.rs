@@ -52,9 +52,16 @@ fn main() {
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
     let bus = pipeline.bus().unwrap();
     let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    // A consumer that does not forward the producer's end (shmsrc) would wait for frames that
+    // never come: it stops after a second without one.
+    let quiet = std::time::Duration::from_secs(1);
     loop {
-        if marks.lock().unwrap().frames >= want || Instant::now() > deadline {
-            break;
+        {
+            let m = marks.lock().unwrap();
+            let stalled = m.last.is_some_and(|(t, _)| t.elapsed() > quiet);
+            if m.frames >= want || stalled || Instant::now() > deadline {
+                break;
+            }
         }
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
             match msg.view() {
