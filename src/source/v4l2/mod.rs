@@ -3,7 +3,7 @@
 //!
 //! Three ways to get frames out, chosen by [`Mode`] (or tried in this order by [`Mode::Auto`]):
 //! - **export**: the device allocates its buffers (`V4L2_MEMORY_MMAP`) and each is exported as a
-//!   dma-buf with `VIDIOC_EXPBUF` — [`BufferKind::V4l2Export`] buffers, one fd per memory plane;
+//!   dma-buf with `VIDIOC_EXPBUF` — [`BufferKind::V4l2Export`](crate::BufferKind::V4l2Export) buffers, one fd per memory plane;
 //! - **import**: the device writes straight into buffers we allocated (dma-heap, GBM, udmabuf),
 //!   queued with `V4L2_MEMORY_DMABUF`; the buffers' strides must match the format's
 //!   `bytesperline` (the source asks the driver for the buffers' strides first);
