@@ -685,6 +685,56 @@ fn src_reconnects_to_a_restarted_producer() {
     assert_eq!(r.not_fd, 0, "fd memory on both sides of the restart");
 }
 
+/// `policy=latest` with a downstream slower than the producer: the producer never waits for
+/// this consumer (all its frames go out at its own pace), the source skips what it could not
+/// take, and what it pushes is in order and verified.
+#[test]
+fn src_latest_policy_skips_frames_a_slow_downstream_cannot_take() {
+    init();
+    let name = stream_name("src-latest");
+    let frames = 60u64;
+    let producer = Proc::spawn(
+        frameshare(&[
+            "produce",
+            "--stream",
+            &name,
+            "--frames",
+            &frames.to_string(),
+            "--fps",
+            "60",
+            "--size",
+            "160x120",
+            "--alloc",
+            "memfd",
+        ]),
+        "frameshare produce",
+    );
+    let (pipeline, sink) = src_pipeline(&name, "policy=latest");
+    sink.set_max_buffers(1);
+    let mut r = Received::new();
+    let mut seqs = Vec::new();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {
+        seqs.push(verified(&sample, &mut r).0);
+        drop(sample);
+        // Downstream takes 50 ms a frame: about a third of the producer's rate.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sink.is_eos(), "the stream's end is EOS");
+    assert_eq!(errors(&pipeline), Vec::<String>::new());
+    pipeline.set_state(gst::State::Null).expect("NULL");
+    let (ok, out, err) = producer.finish(TIMEOUT);
+    assert!(ok, "the producer failed:\n{out}\n{err}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "frames in order: {seqs:?}"
+    );
+    assert!(
+        !seqs.is_empty() && (seqs.len() as u64) < frames,
+        "frames skipped for a slow downstream: {} of {frames}: {seqs:?}",
+        seqs.len()
+    );
+}
+
 /// Frames leave the machine encoded: `framesharesrc ! vp8enc ! rtpvp8pay ! udpsink` to
 /// 127.0.0.1, received by `udpsrc ! rtpvp8depay ! vp8dec` in this process; every frame counted
 /// and the picture checked (the producer's solid colour, within VP8's loss).
@@ -775,6 +825,8 @@ fn gst_inspect_lists_the_properties() {
                 "socket",
                 "alloc",
                 "wait-for-consumers",
+                "pool-buffers",
+                "published",
                 "copies",
                 "bytes-copied",
             ][..],
