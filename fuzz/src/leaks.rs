@@ -60,3 +60,52 @@ pub fn check<R>(what: &str, f: impl FnOnce() -> R) -> R {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "leaked")]
+    fn an_fd_left_open_is_found() {
+        check("test", || {
+            std::mem::forget(std::fs::File::open("/dev/null").unwrap());
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "leaked")]
+    fn a_shared_mapping_left_in_place_is_found() {
+        check("test", || {
+            let fd = crate::fds::make(crate::fds::FdKind::MemfdSealed, 4096).unwrap();
+            let map = frameshare::buffer::Buffer::from_fds(
+                frameshare::BufferKind::Memfd,
+                frameshare::FrameLayout::linear(frameshare::Fourcc::XR24, 16, 16, 64).unwrap(),
+                vec![fd],
+            )
+            .unwrap()
+            .map(false)
+            .unwrap();
+            std::mem::forget(map);
+        });
+    }
+
+    #[test]
+    fn a_mapping_is_counted_and_what_is_closed_and_unmapped_again_is_no_leak() {
+        check("test", || {
+            let start = snapshot();
+            let fd = crate::fds::make(crate::fds::FdKind::PosixShm, 4096).unwrap();
+            let buffer = frameshare::buffer::Buffer::from_fds(
+                frameshare::BufferKind::PosixShm,
+                frameshare::FrameLayout::linear(frameshare::Fourcc::XR24, 16, 16, 64).unwrap(),
+                vec![fd],
+            )
+            .unwrap();
+            let map = buffer.map(false).unwrap();
+            let mapped = snapshot();
+            assert_eq!(mapped.fds, start.fds + 1);
+            assert_eq!(mapped.shared_mappings, start.shared_mappings + 1);
+            drop(map);
+        });
+    }
+}
