@@ -2,10 +2,13 @@
 //! shared memory (`/proc/self/maps` lines naming a memfd, a POSIX or SysV shm object or one of
 //! the harness's files) must be the same after the input as before. Only shared-memory
 //! mappings are counted: the sanitizer's allocator maps and unmaps anonymous memory on its
-//! own schedule, so the total line count moves without any leak of ours.
+//! own schedule, so the total line count moves without any leak of ours. Refused files on a
+//! real filesystem are closed by frameshare on a thread of its own: the fd count is given half
+//! a second to come back down.
 
 use std::io::Read;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// What is open and mapped at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +55,15 @@ pub fn check<R>(what: &str, f: impl FnOnce() -> R) -> R {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = snapshot();
     let r = f();
-    let after = snapshot();
+    let mut after = snapshot();
+    // A refused file on a filesystem a daemon could serve is closed on frameshare's closing
+    // thread (FUSE flushes on close, and a hostile daemon could hold the session there): give
+    // that thread a moment. An fd that stays open past it is a leak.
+    let settle = Instant::now() + Duration::from_millis(500);
+    while after.fds > before.fds && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(1));
+        after = snapshot();
+    }
     assert_eq!(
         before, after,
         "{what}: leaked (before → after: fds {} → {}, shared mappings {} → {})",

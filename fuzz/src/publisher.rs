@@ -1,8 +1,9 @@
 //! `publisher_session`: the input plays a consumer against a [`Publisher`] that owns a few
-//! memfd buffers and got the consumer's socket with `add_connection`. Input: `flags` (bit 0:
-//! the connection is trusted, no Hello deadline; bit 1: frames are written before they are
-//! published; bit 2: the publisher ends with `abort` rather than being dropped), then up to
-//! [`MAX_OPS`] operations:
+//! memfd (or POSIX shm) buffers and got the consumer's socket with `add_connection`. Input:
+//! `flags` (bit 0: the connection is trusted, no Hello deadline; bit 1: frames are written
+//! before they are published; bit 2: the publisher ends with `abort` rather than being
+//! dropped; bit 3: the buffers are POSIX shm, which cannot be sealed), then up to [`MAX_OPS`]
+//! operations:
 //!
 //! | opcode `% 8` | operands | what |
 //! |---|---|---|
@@ -14,16 +15,18 @@
 //! | 5 | | stop (or resume) reading our socket: the publisher's sends back up |
 //! | 6 | | read our socket now |
 //! | 7 | | shut our socket down for writing (the publisher sees the consumer leave) |
+//! | 8 | `index` | try to shrink (`ftruncate` to 0) a buffer fd we received: it must fail (sealed memfd, read-only POSIX shm) |
 //!
 //! After each operation the publisher dispatches and, unless stopped, our socket is read (frames
 //! remembered for operation 3). Properties: no panic, no hang, every publisher call succeeds
 //! (nothing one consumer sends may fail the publisher — only end that session), and after the
 //! input the same fds and shared-memory mappings as before it.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use frameshare::alloc::memfd::MemfdAllocator;
+use frameshare::alloc::posix_shm::PosixShmAllocator;
 use frameshare::alloc::Allocator;
 use frameshare::bus::wire::{self, Message, WireError, MAX_BUFFERS};
 use frameshare::bus::{Channel, ChannelError, Publisher, PublisherOptions, WhenFull};
@@ -36,6 +39,8 @@ use crate::script::Script;
 pub const MAX_OPS: usize = 64;
 /// Frames remembered for releases.
 const MAX_RECEIVED: usize = 64;
+/// Buffer fds kept to try shrinking.
+const MAX_BUFFER_FDS: usize = 8;
 
 /// What one input got to (for the tests that check the seeds reach what they are for).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +51,8 @@ pub struct Outcome {
     pub releases: usize,
     /// Whether the publisher ended the session (a Bye came).
     pub bye: bool,
+    /// Attempts to shrink a received buffer, each refused by the kernel.
+    pub shrink_refused: usize,
 }
 
 /// Runs one input, checking for leaks.
@@ -63,11 +70,15 @@ fn layout(size: u8) -> FrameLayout {
     FrameLayout::linear(fourcc, w, h, 64).expect("a valid layout")
 }
 
-fn buffers(count: usize, size: u8) -> Vec<frameshare::Buffer> {
-    let mut alloc = MemfdAllocator::new();
+fn buffers(count: usize, size: u8, posix_shm: bool) -> Vec<frameshare::Buffer> {
+    let mut alloc: Box<dyn Allocator> = if posix_shm {
+        Box::new(PosixShmAllocator::new())
+    } else {
+        Box::new(MemfdAllocator::new())
+    };
     let l = layout(size);
     (0..count)
-        .map(|_| alloc.allocate(&l).expect("memfd allocation"))
+        .map(|_| alloc.allocate(&l).expect("allocation"))
         .collect()
 }
 
@@ -76,6 +87,8 @@ struct Consumer {
     reading: bool,
     /// (buffer id, frame) of the frames received, newest last.
     received: Vec<(u32, u64)>,
+    /// Fds of buffers announced to us.
+    buffer_fds: Vec<OwnedFd>,
     outcome: Outcome,
 }
 
@@ -89,6 +102,13 @@ impl Consumer {
                         self.received.remove(0);
                     }
                     self.received.push((f.id, f.seq));
+                }
+                Ok(Some((Message::AddBuffer { .. }, fds))) => {
+                    for fd in fds {
+                        if self.buffer_fds.len() < MAX_BUFFER_FDS {
+                            self.buffer_fds.push(fd);
+                        }
+                    }
                 }
                 Ok(Some((Message::Bye { .. }, _))) => self.outcome.bye = true,
                 // The one message the publisher sends in another version: the Bye that answers
@@ -120,8 +140,9 @@ fn session(data: &[u8]) -> Outcome {
         when_full: WhenFull::Drop,
     };
     let mut publisher = Publisher::new(opts).expect("publisher");
+    let posix_shm = flags & 8 != 0;
     publisher
-        .set_buffers(buffers(2, 0))
+        .set_buffers(buffers(2, 0, posix_shm))
         .expect("set_buffers before any consumer");
     let (ours, theirs) = Channel::pair().expect("socketpair");
     publisher
@@ -131,6 +152,7 @@ fn session(data: &[u8]) -> Outcome {
         chan: ours,
         reading: true,
         received: Vec::new(),
+        buffer_fds: Vec::new(),
         outcome: Outcome::default(),
     };
     let mut seq = 0u64;
@@ -138,7 +160,7 @@ fn session(data: &[u8]) -> Outcome {
         let Some(op) = script.u8() else {
             break;
         };
-        match op % 8 {
+        match op % 9 {
             0 => {
                 let Some(d) = script.datagram() else {
                     break;
@@ -193,13 +215,26 @@ fn session(data: &[u8]) -> Outcome {
                     break;
                 };
                 publisher
-                    .set_buffers(buffers(count as usize % 3 + 1, size))
+                    .set_buffers(buffers(count as usize % 3 + 1, size, posix_shm))
                     .expect("set_buffers failed because of a consumer");
             }
             5 => consumer.reading = !consumer.reading,
             6 => consumer.drain(),
-            _ => {
+            7 => {
                 let _ = rustix::net::shutdown(&consumer.chan, rustix::net::Shutdown::Write);
+            }
+            _ => {
+                let Some(i) = script.u8() else {
+                    break;
+                };
+                if !consumer.buffer_fds.is_empty() {
+                    let fd = &consumer.buffer_fds[i as usize % consumer.buffer_fds.len()];
+                    assert!(
+                        rustix::fs::ftruncate(fd, 0).is_err(),
+                        "a consumer shrank the publisher's buffer"
+                    );
+                    consumer.outcome.shrink_refused += 1;
+                }
             }
         }
         publisher

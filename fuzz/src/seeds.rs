@@ -282,6 +282,7 @@ const S_READ: u8 = 2;
 const S_TAKE_FENCE: u8 = 3;
 const S_RELEASE: u8 = 4;
 const S_WAIT: u8 = 5;
+const S_SHRINK: u8 = 6;
 
 fn subscriber_seeds() -> Vec<Seed> {
     let hello = enc(&producer_hello());
@@ -383,6 +384,25 @@ fn subscriber_seeds() -> Vec<Seed> {
         seeds.push((name, w.out));
     }
 
+    // Memory shrunk under the subscriber's mapping after it was accepted: read as zeros
+    // (no SIGBUS), reported when the access ends.
+    let mut w = start(0);
+    w.u8(S_SEND).datagram(
+        &enc(&add_buffer(0, BufferKind::PosixShm, xr24())),
+        &[fd(FdKind::PosixShm)],
+    );
+    send(&mut w, &frame(0, 1, 0, FrameMeta::default()));
+    w.u8(S_READ).u8(0).u8(S_SHRINK).u8(0).u8(S_READ).u8(0);
+    seeds.push(("shrink-posix-shm", w.out));
+    let mut w = start(0);
+    w.u8(S_SEND).datagram(
+        &enc(&add_buffer(0, BufferKind::PosixShm, xr24())),
+        &[fd(FdKind::MemfdUnsealed)],
+    );
+    send(&mut w, &frame(0, 1, 0, FrameMeta::default()));
+    w.u8(S_SHRINK).u8(0).u8(S_READ).u8(0);
+    seeds.push(("shrink-unsealed-memfd", w.out));
+
     // An acquire fence that is not a sync_file.
     let mut w = start(1);
     memfd(&mut w, 0);
@@ -481,6 +501,7 @@ const P_SET_BUFFERS: u8 = 4;
 const P_TOGGLE_READING: u8 = 5;
 const P_READ: u8 = 6;
 const P_SHUTDOWN: u8 = 7;
+const P_SHRINK: u8 = 8;
 
 fn publisher_seeds() -> Vec<Seed> {
     let start = |flags: u8, policy: Policy, features: u32| {
@@ -539,6 +560,15 @@ fn publisher_seeds() -> Vec<Seed> {
     let mut w = start(0, Policy::Latest, 0);
     w.u8(P_PUBLISH).u8(P_SHUTDOWN).u8(P_PUBLISH).u8(P_PUBLISH);
     seeds.push(("hangs-up", w.out));
+
+    // A consumer that tries to shrink the buffers it was given (sealed memfd, read-only POSIX
+    // shm), then goes on.
+    for (flags, name) in [(2u8, "shrink-memfd"), (2 | 8, "shrink-posix-shm")] {
+        let mut w = start(flags, Policy::Wait, 0);
+        w.u8(P_PUBLISH).u8(P_SHRINK).u8(0).u8(P_SHRINK).u8(1);
+        w.u8(P_RELEASE).u8(0).u8(no_fence).u8(P_PUBLISH);
+        seeds.push((name, w.out));
+    }
 
     // Releases that are wrong: twice, for another frame, never held, with a bad fence.
     let mut w = start(0, Policy::Wait, 0);
@@ -774,6 +804,14 @@ mod tests {
                 "{name}: {o:?}"
             );
         }
+        for name in ["shrink-posix-shm", "shrink-unsealed-memfd"] {
+            let o = run(name);
+            assert_eq!(
+                (o.buffers, o.truncated, o.ended),
+                (1, 1, true),
+                "{name}: {o:?}"
+            );
+        }
         assert_eq!(run("fd-memfd-sealed").reads, 1);
         assert_eq!(run("posix-shm").reads, 1);
         for name in [
@@ -806,6 +844,14 @@ mod tests {
             );
         }
         assert!(run("format-change").frames >= 3);
+        for name in ["shrink-memfd", "shrink-posix-shm"] {
+            let o = run(name);
+            assert_eq!(
+                (o.frames, o.shrink_refused, o.bye),
+                (2, 2, false),
+                "{name}: {o:?}"
+            );
+        }
         for name in [
             "double-release",
             "release-not-held",

@@ -11,14 +11,17 @@
 //! | 3 | `index` | take a held frame's acquire fence and drop it |
 //! | 4 | `index` | give a held frame back with `Frame::release` |
 //! | 5 | | wait 1 ms for the next event (a real wait, not a poll) |
+//! | 6 | `index` | shrink (`ftruncate` to 0) one of the unsealable fds sent so far — a POSIX shm object or an unsealed memfd — under the subscriber's mappings |
 //!
+//! A read ends its access with `SharedRead::end`; memory that shrank under it (read as zeros,
+//! not a SIGBUS) makes the harness leave the stream with `Subscriber::abort`, as a sink does.
 //! After each operation the subscriber is driven (`next` with a zero timeout, at most
 //! [`MAX_EVENTS`] events) and whatever it sent back is read and dropped. Properties: no panic,
-//! no hang (everything is bounded), and after the input — subscriber, frames and buffers
-//! dropped — the same fds and shared-memory mappings as before it.
+//! no crash (a SIGBUS would be one), no hang (everything is bounded), and after the input —
+//! subscriber, frames and buffers dropped — the same fds and shared-memory mappings as before.
 
 use std::hint::black_box;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use frameshare::buffer::KindSet;
@@ -26,7 +29,7 @@ use frameshare::bus::{
     Channel, Frame, Policy, SubscribeError, Subscriber, SubscriberEvent, SubscriberOptions,
 };
 
-use crate::fds::make_all;
+use crate::fds::{make_all, FdKind, FdSpec};
 use crate::script::{Datagram, Script};
 
 /// Most operations one input runs.
@@ -35,6 +38,8 @@ pub const MAX_OPS: usize = 64;
 pub const MAX_EVENTS: usize = 64;
 /// Most frames the harness holds (older ones are dropped, given back).
 const MAX_HELD: usize = 16;
+/// Most sent fds kept to shrink later.
+const MAX_SHRINKABLE: usize = 8;
 
 /// What one input got to (for the tests that check the seeds reach what they are for).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +50,8 @@ pub struct Outcome {
     pub frames: usize,
     /// Frames whose pixels were read.
     pub reads: usize,
+    /// Reads whose memory shrank under them (reported by `SharedRead::end`).
+    pub truncated: usize,
     /// Whether the session ended before the input did (a Bye, a protocol error).
     pub ended: bool,
 }
@@ -62,11 +69,22 @@ fn policy(flags: u8) -> Policy {
     }
 }
 
-/// Sends one datagram from the producer's end (fds made for it, closed on our side after).
-fn send(producer: &Channel, d: &Datagram<'_>) -> bool {
+/// Sends one datagram from the producer's end (fds made for it, closed on our side after,
+/// except the unsealable ones, kept in `shrinkable` to be truncated later).
+fn send(producer: &Channel, d: &Datagram<'_>, shrinkable: &mut Vec<OwnedFd>) -> bool {
     let fds = make_all(&d.fds, d.bytes);
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    producer.send_raw(d.bytes, &borrowed).is_ok()
+    let sent = producer.send_raw(d.bytes, &borrowed).is_ok();
+    let unsealable = |s: &FdSpec| matches!(s.kind, FdKind::PosixShm | FdKind::MemfdUnsealed);
+    // `make_all` leaves out an fd it could not make: pair specs and fds only when all were made.
+    if fds.len() == d.fds.len() {
+        for (spec, fd) in d.fds.iter().zip(fds) {
+            if unsealable(spec) && shrinkable.len() < MAX_SHRINKABLE {
+                shrinkable.push(fd);
+            }
+        }
+    }
+    sent
 }
 
 /// Reads (and drops) everything the subscriber sent: releases, its Hello, a Bye.
@@ -143,8 +161,9 @@ fn session(data: &[u8]) -> Outcome {
         return ended;
     };
     let (mut producer, consumer) = Channel::pair().expect("socketpair");
+    let mut shrinkable = Vec::new();
     // Queued before the subscriber starts: it waits for the producer's Hello first.
-    if !send(&producer, &hello) {
+    if !send(&producer, &hello, &mut shrinkable) {
         return ended;
     }
     let opts = SubscriberOptions {
@@ -175,12 +194,12 @@ fn session(data: &[u8]) -> Outcome {
             break;
         };
         let mut timeout = Duration::ZERO;
-        match op % 6 {
+        match op % 7 {
             0 => {
                 let Some(d) = script.datagram() else {
                     break;
                 };
-                if !send(&producer, &d) {
+                if !send(&producer, &d, &mut shrinkable) {
                     break;
                 }
             }
@@ -198,7 +217,13 @@ fn session(data: &[u8]) -> Outcome {
                     h.outcome.reads += 1;
                     for fd in 0..read.layout().fd_count() {
                         let b = read.bytes(fd);
-                        black_box((b.first(), b.last()));
+                        black_box((b.first().copied(), b.last().copied()));
+                    }
+                    if let Err(e) = read.end() {
+                        h.outcome.truncated += 1;
+                        if let Some(sub) = &mut h.sub {
+                            sub.abort(&e.to_string());
+                        }
                     }
                 }
             }
@@ -214,7 +239,16 @@ fn session(data: &[u8]) -> Outcome {
                 };
                 let _ = h.held.remove(i).release(None);
             }
-            _ => timeout = Duration::from_millis(1),
+            5 => timeout = Duration::from_millis(1),
+            _ => {
+                let Some(i) = script.u8() else {
+                    continue;
+                };
+                if !shrinkable.is_empty() {
+                    let fd = &shrinkable[i as usize % shrinkable.len()];
+                    let _ = rustix::fs::ftruncate(fd, 0);
+                }
+            }
         }
         h.drive(timeout);
         drain(&mut producer);
