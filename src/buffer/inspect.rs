@@ -122,20 +122,39 @@ fn served_by_a_filesystem(class: &FdClass) -> bool {
     matches!(class, FdClass::Other(what) if what.starts_with("a file on"))
 }
 
+/// What the closing thread is asked to do, in order.
+enum ToCloser {
+    /// Close this refused fd.
+    Close(OwnedFd),
+    /// Answer once everything sent before has been closed.
+    Flush(Sender<()>),
+}
+
+/// The closing thread's queue, started with the first refused file.
+static CLOSER: OnceLock<Mutex<Sender<ToCloser>>> = OnceLock::new();
+
 /// Closes fds a peer sent that were refused. Files on filesystems that a daemon serves are
 /// closed on a background thread: FUSE asks its daemon to flush on every close and waits for
 /// the answer without a timeout, so a hostile daemon could otherwise hold the session here.
 pub(crate) fn release_refused(fds: Vec<OwnedFd>) {
-    static CLOSER: OnceLock<Mutex<Sender<OwnedFd>>> = OnceLock::new();
     for fd in fds {
         if !served_by_a_filesystem(&classify_fd(fd.as_fd())) {
             continue; // dropped here: memory, pipes, sockets close without asking anyone
         }
         let closer = CLOSER.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<OwnedFd>();
+            let (tx, rx) = mpsc::channel::<ToCloser>();
             let spawned = std::thread::Builder::new()
                 .name("frameshare-close".into())
-                .spawn(move || rx.into_iter().for_each(drop));
+                .spawn(move || {
+                    for job in rx {
+                        match job {
+                            ToCloser::Close(fd) => drop(fd),
+                            ToCloser::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                });
             if let Err(e) = spawned {
                 log::warn!("no thread to close refused fds on ({e}); closing them inline");
             }
@@ -143,7 +162,29 @@ pub(crate) fn release_refused(fds: Vec<OwnedFd>) {
         });
         let tx = closer.lock().unwrap_or_else(|e| e.into_inner());
         // If the thread could not start, the send fails and the fd is closed right here.
-        let _ = tx.send(fd);
+        let _ = tx.send(ToCloser::Close(fd));
+    }
+}
+
+/// Waits until every refused file handed to frameshare's closing thread so far is closed, so a
+/// leak check (open fds before and after) can count without guessing how long that thread
+/// takes. Returns at once if no file was ever refused. It waits as long as those closes do: a
+/// filesystem daemon that never answers a flush holds it for good — call it in tests, not on a
+/// path a peer can reach.
+pub fn wait_for_refused_closes() {
+    let Some(closer) = CLOSER.get() else {
+        return;
+    };
+    let (done, closed) = mpsc::channel();
+    let queued = closer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(ToCloser::Flush(done))
+        .is_ok();
+    // The queue is in order: the answer comes after every earlier fd was dropped. A send
+    // fails only when the thread never started, and then every fd was closed inline.
+    if queued {
+        let _ = closed.recv();
     }
 }
 
@@ -241,6 +282,38 @@ mod tests {
         let dir = std::fs::File::open("/proc/self").unwrap();
         assert!(other(dir.as_fd()).contains("a file on proc"));
         let _ = std::io::stderr().flush();
+    }
+
+    /// Whether any fd of this process is open on `path`.
+    fn open_on(path: &std::path::Path) -> bool {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|link| link == path)
+    }
+
+    #[test]
+    fn refused_files_are_closed_once_the_closing_thread_is_waited_for() {
+        // Next to the test binary: a disk, not tmpfs, so the files go to the closing thread.
+        let dir = std::env::current_exe().unwrap();
+        let path = dir.with_file_name(format!("refused-{}", std::process::id()));
+        let fds: Vec<OwnedFd> = (0..3)
+            .map(|_| {
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .unwrap()
+                    .into()
+            })
+            .collect();
+        std::fs::remove_file(&path).unwrap();
+        let path = dir.with_file_name(format!("refused-{} (deleted)", std::process::id()));
+        assert!(open_on(&path));
+        release_refused(fds);
+        wait_for_refused_closes();
+        assert!(!open_on(&path), "a refused file is still open");
+        wait_for_refused_closes(); // with nothing queued
     }
 
     #[test]

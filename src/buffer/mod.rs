@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rustix::io::Errno;
 
 pub use access::{Access, BufferMapping, CpuAccess, Mappings, PixelRows, SharedRead, SharedWrite};
-pub use inspect::{classify_fd, inspect_fd, FdClass, FdInfo};
+pub use inspect::{classify_fd, inspect_fd, wait_for_refused_closes, FdClass, FdInfo};
 pub use peer::{Credentials, SegmentOwner};
 
 use crate::format::{FormatError, FrameLayout, Modifier};
