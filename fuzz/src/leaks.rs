@@ -3,12 +3,11 @@
 //! the harness's files) must be the same after the input as before. Only shared-memory
 //! mappings are counted: the sanitizer's allocator maps and unmaps anonymous memory on its
 //! own schedule, so the total line count moves without any leak of ours. Refused files on a
-//! real filesystem are closed by frameshare on a thread of its own: the fd count is given a few
-//! seconds to come back down.
+//! real filesystem are closed by frameshare on a thread of its own: the check waits for that
+//! thread to have closed them (`frameshare::buffer::wait_for_refused_closes`) before it counts.
 
 use std::io::Read;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// What is open and mapped at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +72,11 @@ pub fn snapshot() -> Snapshot {
     }
 }
 
+/// Taken by every test that opens fds or runs a session: the leak check counts the whole
+/// process's fds, so a file another test thread has open would read as a leak.
+#[cfg(test)]
+pub(crate) static TEST_SERIAL: Mutex<()> = Mutex::new(());
+
 /// Runs `f` and panics if it left an fd open or a shared mapping in place. One check at a time
 /// (the counts are the whole process's: tests run on several threads).
 pub fn check<R>(what: &str, f: impl FnOnce() -> R) -> R {
@@ -80,16 +84,12 @@ pub fn check<R>(what: &str, f: impl FnOnce() -> R) -> R {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = snapshot();
     let r = f();
-    let mut after = snapshot();
     // A refused file on a filesystem a daemon could serve is closed on frameshare's closing
-    // thread (FUSE flushes on close, and a hostile daemon could hold the session there): give
-    // that thread time to run. On a loaded machine, with the fuzzer niced, half a second was
-    // once not enough for it to close two refused files; an fd still open after 5 s is a leak.
-    let settle = Instant::now() + Duration::from_secs(5);
-    while after.fds > before.fds && Instant::now() < settle {
-        std::thread::sleep(Duration::from_millis(1));
-        after = snapshot();
-    }
+    // thread (FUSE flushes on close, and a hostile daemon could hold the session there): wait
+    // until that thread has closed everything queued so far, then count. No time allowance: an
+    // fd still open after that is a leak, however loaded the machine.
+    frameshare::buffer::wait_for_refused_closes();
+    let after = snapshot();
     assert!(
         before.same_counts(&after),
         "{what}: leaked (before → after: fds {} → {}, shared mappings {} → {}); new fds: {:?}",
@@ -109,6 +109,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "leaked")]
     fn an_fd_left_open_is_found() {
+        let _serial = TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         check("test", || {
             std::mem::forget(std::fs::File::open("/dev/null").unwrap());
         });
@@ -117,6 +118,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "leaked")]
     fn a_shared_mapping_left_in_place_is_found() {
+        let _serial = TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         check("test", || {
             let fd = crate::fds::make(crate::fds::FdKind::MemfdSealed, 4096).unwrap();
             let map = frameshare::buffer::Buffer::from_fds(
@@ -131,8 +133,27 @@ mod tests {
         });
     }
 
+    /// A refused file on disk is closed on frameshare's closing thread, not by the session: the
+    /// check waits for that thread rather than reporting the file as leaked.
+    #[test]
+    fn refused_files_closed_on_the_closing_thread_are_no_leak() {
+        let _serial = TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        check("test", || {
+            let fds = (0..2)
+                .map(|_| crate::fds::make(crate::fds::FdKind::RegularFile, 4096).unwrap())
+                .collect();
+            frameshare::buffer::Buffer::from_fds(
+                frameshare::BufferKind::PosixShm,
+                frameshare::FrameLayout::linear(frameshare::Fourcc::XR24, 16, 16, 64).unwrap(),
+                fds,
+            )
+            .unwrap_err();
+        });
+    }
+
     #[test]
     fn a_mapping_is_counted_and_what_is_closed_and_unmapped_again_is_no_leak() {
+        let _serial = TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         check("test", || {
             let start = snapshot();
             let fd = crate::fds::make(crate::fds::FdKind::PosixShm, 4096).unwrap();

@@ -686,10 +686,6 @@ pub fn all() -> Vec<Seed> {
 mod tests {
     use super::*;
     use std::path::PathBuf;
-    use std::sync::Mutex;
-
-    /// The harnesses' leak checks count the whole process's fds: one test at a time.
-    static SERIAL: Mutex<()> = Mutex::new(());
 
     fn corpus() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus")
@@ -706,7 +702,9 @@ mod tests {
     /// `fuzz/gen-seeds` runs this (with `FRAMESHARE_WRITE_SEEDS=1`) to rewrite the corpus.
     #[test]
     fn committed_corpus_matches_the_seeds() {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = crate::leaks::TEST_SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let write = std::env::var_os("FRAMESHARE_WRITE_SEEDS").is_some();
         for (target, name, bytes) in all() {
             let path = corpus().join(target).join(&name);
@@ -729,7 +727,9 @@ mod tests {
     /// Every file in the corpus (seeds and reproducers of fixed findings) runs clean.
     #[test]
     fn every_corpus_file_runs_through_its_harness() {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = crate::leaks::TEST_SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for target in ["wire_decode", "subscriber_session", "publisher_session"] {
             let dir = corpus().join(target);
             let mut inputs: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
@@ -768,7 +768,9 @@ mod tests {
 
     #[test]
     fn subscriber_seeds_reach_what_they_are_for() {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = crate::leaks::TEST_SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let run = |name| crate::subscriber::run(&seed("subscriber_session", name));
         let clean = run("clean");
         assert_eq!(
@@ -833,7 +835,9 @@ mod tests {
 
     #[test]
     fn publisher_seeds_reach_what_they_are_for() {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = crate::leaks::TEST_SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let run = |name| crate::publisher::run(&seed("publisher_session", name));
         for name in ["clean-wait", "clean-drop", "clean-latest", "two-held"] {
             let o = run(name);
