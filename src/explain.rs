@@ -53,6 +53,13 @@ pub enum Reason {
         /// What is wrong.
         detail: String,
     },
+    /// The allocator exists but cannot make buffers here (device missing, feature not built).
+    AllocUnavailable {
+        /// The allocator.
+        alloc: String,
+        /// Why not.
+        detail: String,
+    },
     /// An allocator name that does not exist.
     UnknownAlloc {
         /// The name.
@@ -142,8 +149,12 @@ impl fmt::Display for Reason {
             Reason::NoVulkan { detail } => write!(f, "no usable Vulkan: {detail}"),
             Reason::UnsupportedFourcc { fourcc } => write!(
                 f,
-                "unsupported fourcc {fourcc} (frameshare handles XR24 AR24 XB24 AB24 RG24 NV12 YUYV UYVY)"
+                "unsupported fourcc {fourcc} (frameshare handles {})",
+                crate::format::fourcc_names(Fourcc::ALL)
             ),
+            Reason::AllocUnavailable { alloc, detail } => {
+                write!(f, "{alloc} cannot be made on this machine: {detail}")
+            }
             Reason::BadLayout { detail } => write!(f, "bad layout: {detail}"),
             Reason::UnknownAlloc { alloc } => write!(f, "unknown allocator {alloc:?}"),
             Reason::MissingExtension { path, extensions } => {
@@ -254,9 +265,9 @@ pub struct Verdict {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
-            "{} {}x{} modifier {} from {}{} into {}",
+            "{} {}x{} modifier {} from {}{}",
             self.fourcc,
             self.width,
             self.height,
@@ -267,11 +278,20 @@ impl fmt::Display for Verdict {
             } else {
                 " (not available on this machine)"
             },
-            self.device.as_deref().unwrap_or("no Vulkan device")
         )?;
-        match self.path {
-            Some(p) => writeln!(f, "works: imported as {p}, no copy")?,
-            None => writeln!(f, "does not work:")?,
+        // No device means none was opened: the request failed before Vulkan was asked, or
+        // no Vulkan exists (a reason says which).
+        match &self.device {
+            Some(d) => writeln!(f, " into {d}")?,
+            None => writeln!(f)?,
+        }
+        match (self.path, self.works) {
+            (Some(p), true) => writeln!(f, "works: imported as {p}, no copy")?,
+            (Some(p), false) => writeln!(
+                f,
+                "does not work here: the device would import it as {p}, but:"
+            )?,
+            (None, _) => writeln!(f, "does not work:")?,
         }
         for r in &self.reasons {
             writeln!(
@@ -303,15 +323,19 @@ fn round_up(v: u64, a: u64) -> u64 {
     }
 }
 
-/// The buffer kind an allocator name makes (`auto`: what it picks here), and whether it works.
-fn resolve_alloc(name: &str) -> Option<(BufferKind, bool)> {
+/// The buffer kind an allocator name makes (`auto`: what it picks here), whether it works on
+/// this machine, and if not why.
+fn resolve_alloc(name: &str) -> Option<(BufferKind, bool, Option<String>)> {
     if name == "auto" {
         return crate::alloc::open("auto")
             .ok()
-            .map(|(a, _)| (a.kind(), true));
+            .map(|(a, _)| (a.kind(), true, None));
     }
     let kind: BufferKind = name.split(':').next()?.parse().ok()?;
-    Some((kind, crate::alloc::open(name).is_ok()))
+    Some(match crate::alloc::open(name) {
+        Ok(_) => (kind, true, None),
+        Err(e) => (kind, false, Some(e.to_string())),
+    })
 }
 
 /// Answers a request.
@@ -330,7 +354,7 @@ pub fn explain(req: &Request) -> Verdict {
         paths: Vec::new(),
         fallback: None,
     };
-    let Some((kind, available)) = resolve_alloc(&req.alloc) else {
+    let Some((kind, available, why)) = resolve_alloc(&req.alloc) else {
         v.reasons.push(Reason::UnknownAlloc {
             alloc: req.alloc.clone(),
         });
@@ -338,6 +362,12 @@ pub fn explain(req: &Request) -> Verdict {
     };
     v.alloc = kind.name().into();
     v.alloc_available = available;
+    if let Some(detail) = why {
+        v.reasons.push(Reason::AllocUnavailable {
+            alloc: req.alloc.clone(),
+            detail,
+        });
+    }
     let layout = match FrameLayout::linear(req.fourcc, req.width, req.height, req.stride_align) {
         Ok(l) => l,
         Err(FormatError::Unsupported(f)) => {
@@ -378,13 +408,12 @@ pub fn explain(req: &Request) -> Verdict {
         });
     }
     let first = v.paths.iter().position(|p| p.works);
-    v.works = first.is_some();
+    // A buffer this machine cannot make does not "work", whatever the device would do.
+    v.works = first.is_some() && v.alloc_available;
     v.path = first.map(|i| v.paths[i].path);
     let upto = first.unwrap_or(v.paths.len());
-    v.reasons = v.paths[..upto]
-        .iter()
-        .flat_map(|p| p.reasons.clone())
-        .collect();
+    v.reasons
+        .extend(v.paths[..upto].iter().flat_map(|p| p.reasons.clone()));
     if !v.works {
         let size = crate::alloc::allocation_size(&layout);
         v.fallback = Some(

@@ -129,6 +129,31 @@ pub fn produce(
         .map(|b| b.kind().name().to_owned())
         .unwrap_or_default();
     report.allocator_note = source.note();
+    if let Some(b) = buffers.first() {
+        let l = b.layout();
+        log::info!(
+            "producer: {} {}x{} modifier {} in {} {} buffer(s) ({}); {}",
+            l.fourcc(),
+            l.width(),
+            l.height(),
+            l.modifier(),
+            buffers.len(),
+            b.kind().name(),
+            report.allocator_note,
+            if wanted.is_empty() {
+                "the first consumer takes any format".to_owned()
+            } else {
+                format!(
+                    "the first consumer takes {}",
+                    wanted
+                        .iter()
+                        .map(|f| format!("{}/{}", f.fourcc, f.modifier))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            }
+        );
+    }
     publisher.set_buffers(buffers)?;
     let start = Instant::now();
     let period = opts
@@ -211,7 +236,7 @@ pub fn pattern_name(p: Pattern) -> String {
     }
 }
 
-/// Latency percentiles in microseconds.
+/// A latency distribution in microseconds: percentiles and spread.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq)]
 pub struct Latency {
     /// Median.
@@ -220,34 +245,63 @@ pub struct Latency {
     pub p99: f64,
     /// Largest.
     pub max: f64,
+    /// Smallest.
+    #[serde(default)]
+    pub min: f64,
+    /// 25th percentile.
+    #[serde(default)]
+    pub p25: f64,
+    /// 75th percentile.
+    #[serde(default)]
+    pub p75: f64,
+    /// Mean.
+    #[serde(default)]
+    pub mean: f64,
+    /// Standard deviation (population).
+    #[serde(default)]
+    pub stddev: f64,
+    /// Samples.
+    #[serde(default)]
+    pub samples: u64,
 }
 
 impl Latency {
-    /// Percentiles of samples in nanoseconds (sorted in place).
+    /// The distribution of samples in nanoseconds (sorted in place).
     pub fn from_ns(samples: &mut [u64]) -> Latency {
-        let Some(&max) = samples.iter().max() else {
+        if samples.is_empty() {
             return Latency::default();
-        };
+        }
         samples.sort_unstable();
-        let pick =
-            |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let pick = |q: f64| us(samples[((samples.len() - 1) as f64 * q).round() as usize]);
+        let n = samples.len() as f64;
+        let mean = samples.iter().map(|&s| us(s)).sum::<f64>() / n;
+        let var = samples.iter().map(|&s| (us(s) - mean).powi(2)).sum::<f64>() / n;
         Latency {
             p50: pick(0.5),
             p99: pick(0.99),
-            max: max as f64 / 1000.0,
+            max: us(samples[samples.len() - 1]),
+            min: us(samples[0]),
+            p25: pick(0.25),
+            p75: pick(0.75),
+            mean,
+            stddev: var.sqrt(),
+            samples: samples.len() as u64,
         }
     }
 }
 
 /// Latency samples in bounded memory: every sample up to [`LatencySamples::CAPACITY`], then a
 /// uniform random subset of that many (reservoir sampling, Vitter's algorithm R), so a consumer
-/// that runs for days keeps 64 KiB of samples rather than 8 bytes per frame. The maximum is
-/// exact; the percentiles are exact up to `CAPACITY` frames, and after that estimates within
-/// about half a percent of the frames (p50) and a tenth of one (p99).
+/// that runs for days keeps 64 KiB of samples rather than 8 bytes per frame. The minimum, the
+/// maximum and the count are exact; the percentiles, mean and σ are exact up to `CAPACITY`
+/// frames, and after that estimates (p50 within about half a percent of the frames, p99 a
+/// tenth of one).
 #[derive(Debug)]
 struct LatencySamples {
     kept: Vec<u64>,
     seen: u64,
+    min: u64,
     max: u64,
     /// xorshift64 state: a fixed seed, so a run's figures do not depend on chance.
     rng: u64,
@@ -260,6 +314,7 @@ impl LatencySamples {
         LatencySamples {
             kept: Vec::with_capacity(Self::CAPACITY),
             seen: 0,
+            min: u64::MAX,
             max: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -267,6 +322,7 @@ impl LatencySamples {
 
     fn push(&mut self, ns: u64) {
         self.seen += 1;
+        self.min = self.min.min(ns);
         self.max = self.max.max(ns);
         if self.kept.len() < Self::CAPACITY {
             self.kept.push(ns);
@@ -284,7 +340,10 @@ impl LatencySamples {
     fn latency(mut self) -> Latency {
         let mut l = Latency::from_ns(&mut self.kept);
         if self.seen > 0 {
+            // The extremes and the count are exact; the rest comes from the kept samples.
+            l.min = self.min as f64 / 1000.0;
             l.max = self.max as f64 / 1000.0;
+            l.samples = self.seen;
         }
         l
     }
@@ -305,8 +364,19 @@ pub struct ConsumeReport {
     pub bytes_copied: u64,
     /// Frames the sink converted on the GPU before showing them.
     pub frames_converted: u64,
-    /// Handoff latency: producer "ready" → consumer "received".
+    /// Producer "ready" → consumer "received", every frame: includes the time a frame waited
+    /// in the queue behind the sink (unpaced, this is mostly queueing).
     pub latency_us: Latency,
+    /// Producer "ready" → consumer "received" for the frames the consumer was already waiting
+    /// for when they were made: the transport's handoff alone, no queueing.
+    #[serde(default)]
+    pub handoff_us: Latency,
+    /// How many frames [`ConsumeReport::handoff_us`] covers.
+    #[serde(default)]
+    pub handoff_frames: u64,
+    /// Seconds from the first frame to the end.
+    #[serde(default)]
+    pub elapsed_s: f64,
     /// Consumer CPU time (user + system) per delivered frame, µs.
     pub cpu_us_per_frame: f64,
     /// Times the producer came back after going away (`reconnect`).
@@ -346,6 +416,8 @@ pub fn consume(
         ..Default::default()
     };
     let mut latencies = LatencySamples::new();
+    let mut handoffs = LatencySamples::new();
+    let mut first_frame: Option<Instant> = None;
     let holds = sink.holds_frames();
     let mut held: HashMap<(u32, u64), Frame> = HashMap::new();
     let mut layouts = Vec::new();
@@ -363,6 +435,8 @@ pub fn consume(
         if stopped() || opts.frames.is_some_and(|n| report.frames_delivered >= n) {
             break Ok(());
         }
+        // A frame made after this instant found the consumer idle: its latency is the handoff.
+        let waiting_since = crate::bus::monotonic_ns();
         let event = match subscriber.next(holds.then_some(idle)) {
             Ok(e) => e,
             Err(SubscribeError::Timeout(_)) => {
@@ -395,6 +469,16 @@ pub fn consume(
             }
             SubscriberEvent::BufferAdded { id, buffer } => {
                 if !layouts.contains(buffer.layout()) {
+                    let l = buffer.layout();
+                    log::info!(
+                        "consumer: buffers are {} {}x{} modifier {} in {} memory, for sink {}",
+                        l.fourcc(),
+                        l.width(),
+                        l.height(),
+                        l.modifier(),
+                        buffer.kind().name(),
+                        report.sink
+                    );
                     layouts.push(buffer.layout().clone());
                 }
                 if let Err(e) = sink.add_buffer(id, &buffer) {
@@ -407,7 +491,12 @@ pub fn consume(
                 if let Some(t) = last_frame.replace(now) {
                     idle = idle.max(4 * (now - t)).min(Duration::from_secs(5));
                 }
-                latencies.push(f.received_ns.saturating_sub(f.timestamp_ns));
+                first_frame.get_or_insert(now);
+                let latency = f.received_ns.saturating_sub(f.timestamp_ns);
+                latencies.push(latency);
+                if f.timestamp_ns >= waiting_since {
+                    handoffs.push(latency);
+                }
                 report.frames_delivered += 1;
                 if f.meta.corrupt {
                     // The source said so: not worth showing or checking.
@@ -481,6 +570,9 @@ pub fn consume(
     report.frames_converted = sink.frames_converted();
     report.formats_seen = layouts.len() as u32;
     report.latency_us = latencies.latency();
+    report.handoff_frames = handoffs.seen;
+    report.handoff_us = handoffs.latency();
+    report.elapsed_s = first_frame.map_or(0.0, |t| t.elapsed().as_secs_f64());
     if report.frames_delivered > 0 {
         report.cpu_us_per_frame =
             (cpu_time() - cpu0).as_secs_f64() * 1e6 / report.frames_delivered as f64;
@@ -577,6 +669,10 @@ mod tests {
         assert_eq!(l.max, 100.0);
         assert_eq!(l.p50, 51.0);
         assert_eq!(l.p99, 99.0);
+        assert_eq!((l.min, l.p25, l.p75), (1.0, 26.0, 75.0));
+        assert_eq!(l.mean, 50.5);
+        assert!((l.stddev - 28.866).abs() < 0.001, "{}", l.stddev);
+        assert_eq!(l.samples, 100);
         assert_eq!(Latency::from_ns(&mut []), Latency::default());
     }
 
@@ -606,6 +702,7 @@ mod tests {
         assert_eq!(s.kept.capacity(), LatencySamples::CAPACITY);
         let l = s.latency();
         assert_eq!(l.max, n as f64);
+        assert_eq!((l.min, l.samples), (1.0, n));
         assert!((l.p50 - 500_000.0).abs() < 10_000.0, "p50 {}", l.p50);
         assert!((l.p99 - 990_000.0).abs() < 3_000.0, "p99 {}", l.p99);
     }

@@ -111,6 +111,14 @@ pub const FS_FORMAT_NV12: fs_fourcc = 0x3231564e;
 pub const FS_FORMAT_YUYV: fs_fourcc = 0x56595559;
 /// `DRM_FORMAT_UYVY`: packed 4:2:2, bytes U Y0 V Y1.
 pub const FS_FORMAT_UYVY: fs_fourcc = 0x59565955;
+/// `DRM_FORMAT_NV21`: 2 planes, Y then interleaved V/U subsampled 2x2.
+pub const FS_FORMAT_NV21: fs_fourcc = 0x3132564e;
+/// `DRM_FORMAT_YUV420` (I420, V4L2 `YU12`): 3 planes, Y, U, V, chroma subsampled 2x2.
+pub const FS_FORMAT_YU12: fs_fourcc = 0x32315559;
+/// `DRM_FORMAT_NV16`: 2 planes, Y then interleaved U/V subsampled 2x1.
+pub const FS_FORMAT_NV16: fs_fourcc = 0x3631564e;
+/// `DRM_FORMAT_P010`: NV12 with 16-bit little-endian samples, 10 bits in the high bits.
+pub const FS_FORMAT_P010: fs_fourcc = 0x30313050;
 
 /// The kind of memory behind a buffer (`FS_BUFFER_*`).
 pub type fs_buffer_kind = u32;

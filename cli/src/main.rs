@@ -34,33 +34,80 @@ pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
+mod args;
 mod bench;
+mod bench_export;
 #[cfg(feature = "vulkan")]
 mod bench_vulkan;
+mod explain;
+mod logging;
 mod ls;
 mod probe;
+mod report;
 mod stream;
 mod top;
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use frameshare::bus::Policy;
-use frameshare::format::parse_size;
+/// Exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "\
+Exit status: 0 success (explain: the buffer would work); 1 a runtime failure, a frame that \
+failed verification, or explain's verdict \"no\"; 2 a usage error (a bad option or value, found \
+before anything is opened, forked or connected).
+
+Logging: -v info, -vv debug, -vvv trace, -q errors only; RUST_LOG (e.g. \
+RUST_LOG=frameshare::bus=debug) overrides both.";
+
+/// `frameshare --version`: the version, the commit, and what this build can do.
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let features: [(&str, bool); 5] = [
+            ("vulkan", cfg!(feature = "vulkan")),
+            ("kms", cfg!(feature = "kms")),
+            ("png", cfg!(feature = "png")),
+            ("gbm", cfg!(feature = "gbm")),
+            ("v4l2", cfg!(feature = "v4l2")),
+        ];
+        let on: Vec<&str> = features.iter().filter(|f| f.1).map(|f| f.0).collect();
+        let off: Vec<&str> = features.iter().filter(|f| !f.1).map(|f| f.0).collect();
+        format!(
+            "{} (commit {})\nfeatures: {}{}\nprotocol: frameshare wire version {}",
+            env!("CARGO_PKG_VERSION"),
+            env!("FRAMESHARE_GIT_COMMIT"),
+            if on.is_empty() {
+                "none".into()
+            } else {
+                on.join(" ")
+            },
+            if off.is_empty() {
+                String::new()
+            } else {
+                format!(" (without: {})", off.join(" "))
+            },
+            frameshare::bus::wire::VERSION,
+        )
+    })
+}
 
 #[derive(Parser)]
 #[command(
     name = "frameshare",
-    version,
-    about = "Zero-copy video frame sharing between Linux processes"
+    version = long_version(),
+    about = "Zero-copy video frame sharing between Linux processes",
+    after_help = EXIT_STATUS,
 )]
 struct Cli {
-    /// Log more (repeat for debug).
+    /// Log more: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Errors only: no progress, no status lines, no warnings (the report is still printed).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -73,10 +120,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Live streams (producer, format, rate, consumers) and the shared frame buffers in use
-    /// on this machine, per process (an `ipcs` for frames).
+    /// Live streams (producer, format, rate, consumers), the shared frame buffers every
+    /// frameshare process holds (dma-buf inode and exporter, totals), and orphans: SysV
+    /// segments nobody attaches and /dev/shm files nobody holds (an `ipcs` for frames).
     Ls {
-        /// Every process's shared buffers, not only frameshare's.
+        /// Every process's shared buffers, not only those of processes using frameshare.
         #[arg(long, short)]
         all: bool,
         /// Machine-readable output.
@@ -92,20 +140,21 @@ enum Cmd {
         #[arg(long)]
         count: Option<u64>,
     },
-    /// Benchmark: zero-copy handoff per allocator and size against a bare socket ping-pong,
-    /// consumer CPU, fps, and copying baselines (pipe, shared ring), measured side by side.
+    /// Benchmark the zero-copy handoff per allocator and size against a bare socket
+    /// ping-pong; also consumer CPU, fps, and copying baselines, measured side by side.
     Bench(bench_args::BenchArgs),
     /// Producer and consumer as two processes over a socketpair; prints a summary.
     Run {
         #[command(flatten)]
         produce: stream::ProduceArgs,
-        /// Sink: verify, null, png:DIR, vulkan[:…], kms[:…].
-        #[arg(long, default_value = "verify")]
-        sink: String,
-        /// The consumer's policy: wait (every frame), drop (skip while busy), latest (newest).
-        #[arg(long, default_value = "wait")]
-        policy: Policy,
-        /// Print the summary as JSON.
+        /// Sink: verify, null, png:DIR, vulkan[:image|buffer|staging][:png:DIR],
+        /// kms[:vkms|:/dev/dri/cardN][:connector=NAME][:verify-writeback][:convert|:direct].
+        #[arg(long, default_value = "verify", value_parser = args::sink())]
+        sink: args::SinkArg,
+        /// The consumer's policy.
+        #[arg(long, default_value = "wait", value_parser = args::policy())]
+        policy: frameshare::bus::Policy,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -122,7 +171,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// A consumer of a stream, by name (or socket path), feeding a sink.
+    /// A consumer of a stream, by name, socket path or inherited socket, feeding a sink.
     Consume {
         #[command(flatten)]
         target: stream::SubscribeTarget,
@@ -132,30 +181,46 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Would a buffer import into this machine's Vulkan device without a copy? If not, why.
-    #[cfg(feature = "vulkan")]
-    Explain {
-        /// Pixel format (DRM fourcc: XR24, NV12, YUYV, …).
-        fourcc: String,
-        /// Frame size WIDTHxHEIGHT.
-        size: String,
-        /// Format modifier: LINEAR, or a number (0x0100000000000001).
-        #[arg(long, default_value = "LINEAR")]
-        modifier: String,
-        /// Buffer kind: auto, dma-heap, udmabuf, memfd, posix-shm, sysv-shm.
-        #[arg(long, default_value = "auto")]
-        alloc: String,
-        /// Stride alignment the allocator uses (as `run --stride-align`).
-        #[arg(long, default_value_t = 256)]
-        stride_align: u32,
-        /// Print the verdict as JSON.
-        #[arg(long)]
-        json: bool,
+    /// Would such a buffer import into this machine's Vulkan device, and could its display scan
+    /// it out, without a copy? If not, why. Exit 0 yes, 1 no, 2 bad input.
+    Explain(explain::ExplainArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into a directory.
+    Manpage {
+        /// Write frameshare.1 and frameshare-COMMAND.1 here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
     },
 }
 
 mod bench_args {
     use clap::Args;
+
+    /// `bench --vulkan-path`.
+    #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+    pub enum VulkanPath {
+        /// The best path the device offers.
+        Auto,
+        /// A VkImage with the buffer's modifier.
+        Image,
+        /// A VkBuffer over the dma-buf.
+        Buffer,
+    }
+
+    /// `bench --export`.
+    #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+    pub enum Export {
+        /// Comma-separated values, a header line first.
+        Csv,
+        /// A Markdown table.
+        Md,
+    }
+
+    use crate::args::Sizes;
 
     /// `frameshare bench` options.
     #[derive(Args)]
@@ -171,22 +236,22 @@ mod bench_args {
         #[arg(long)]
         pub vulkan_only: bool,
         /// Pixel format of the --vulkan-only measurement.
-        #[arg(long, default_value = "XR24")]
-        pub format: String,
-        /// Import path of the --vulkan-only measurement: auto, image or buffer (dma-bufs).
-        #[arg(long, default_value = "auto")]
-        pub vulkan_path: String,
+        #[arg(long, default_value = "XR24", value_parser = crate::args::format())]
+        pub format: crate::args::SupportedFourcc,
+        /// Import path of the --vulkan-only measurement (image, buffer: dma-bufs).
+        #[arg(long, value_enum, default_value = "auto")]
+        pub vulkan_path: VulkanPath,
         /// Ping-pongs per measured cell (verify batches get a third of it, fps batches as many).
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
         pub frames: u64,
         /// Frame sizes (XR24), comma-separated.
         #[arg(long, default_value = "640x480,1920x1080,3840x2160")]
-        pub sizes: String,
+        pub sizes: Sizes,
         /// Allocators, comma-separated, or `auto`: every kind this machine offers.
         #[arg(long, default_value = "auto")]
         pub allocs: String,
         /// Rounds the measurements are interleaved in.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
         pub rounds: u32,
         /// Buffers per zero-copy pool.
         #[arg(long, default_value_t = 4)]
@@ -194,29 +259,83 @@ mod bench_args {
         /// In latency batches, µs from a release to the next handoff (0: back to back).
         #[arg(long, default_value_t = 2000)]
         pub pace_us: u64,
-        /// Generator pattern: box, bars, solid[:RRGGBB] (solid rewrites only the stamp rows).
-        #[arg(long, default_value = "box")]
-        pub pattern: String,
+        /// Generator pattern.
+        #[arg(long, default_value = "box", value_parser = crate::args::pattern())]
+        pub pattern: frameshare::source::Pattern,
+        /// Print the latency distributions (floor, every backend and size, the copying
+        /// baselines: min, quartiles, mean, σ, p99, max) as CSV or a Markdown table instead of
+        /// the report.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        pub export: Option<Export>,
+        /// Also draw the latency distributions as box plots per backend and size into this
+        /// SVG file.
+        #[arg(long, value_name = "FILE.svg")]
+        pub plot: Option<std::path::PathBuf>,
+        /// Compare with an earlier run's `bench --json` output: each cell's median then and
+        /// now, and whether it moved beyond both runs' spread.
+        #[arg(long, value_name = "FILE.json")]
+        pub baseline: Option<std::path::PathBuf>,
         /// Internal: be the benchmark's producer peer on this inherited control socket.
         #[arg(long, hide = true)]
         pub peer_fd: Option<i32>,
     }
 }
 
+/// A usage error found after parsing (values that are fine alone but not together, such as
+/// an odd width for NV12): exit status 2, like clap's own.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Turns a pure check's failure into a [`UsageError`].
+pub fn usage<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    UsageError(e.to_string()).into()
+}
+
+/// Which process speaks, for error lines: `run`'s consumer child says so.
+static SIDE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
 fn main() {
     let cli = Cli::parse();
-    init_log(cli.verbose);
-    match real_main(cli) {
+    let verbosity = logging::Verbosity {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    // `run`'s consumer child (on an inherited socket) logs as loudly as `run` itself.
+    let inherited = matches!(&cli.cmd, Cmd::Consume { target, .. } if target.is_inherited());
+    if inherited {
+        let _ = SIDE.set("consumer");
+    }
+    let stream_news = matches!(cli.cmd, Cmd::Produce { .. } | Cmd::Consume { .. }) && !inherited;
+    logging::init(verbosity, stream_news);
+    match real_main(cli, verbosity) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("frameshare: error: {}", chain(&e));
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                Cli::command()
+                    .error(clap::error::ErrorKind::ValueValidation, &u.0)
+                    .exit();
+            }
+            let msg = chain(&e);
+            match SIDE.get() {
+                Some(side) if !msg.starts_with(side) => {
+                    eprintln!("frameshare: error: {side}: {msg}")
+                }
+                _ => eprintln!("frameshare: error: {msg}"),
+            }
             std::process::exit(1);
         }
     }
 }
 
-/// An error and its causes, each said once (thiserror messages that already include their
-/// source are not repeated).
+/// An error and its causes, each said once.
 fn chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for c in e.chain() {
@@ -231,35 +350,7 @@ fn chain(e: &anyhow::Error) -> String {
     out
 }
 
-fn init_log(verbose: u8) {
-    struct Stderr(log::LevelFilter);
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            m.level() <= self.0
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                eprintln!(
-                    "frameshare[{}]: {}: {}",
-                    std::process::id(),
-                    r.level().as_str().to_lowercase(),
-                    r.args()
-                );
-            }
-        }
-        fn flush(&self) {}
-    }
-    let level = match verbose {
-        0 => log::LevelFilter::Warn,
-        1 => log::LevelFilter::Info,
-        _ => log::LevelFilter::Debug,
-    };
-    if log::set_boxed_logger(Box::new(Stderr(level))).is_ok() {
-        log::set_max_level(level);
-    }
-}
-
-fn real_main(cli: Cli) -> Result<i32> {
+fn real_main(cli: Cli, verbosity: logging::Verbosity) -> Result<i32> {
     match cli.cmd {
         Cmd::Probe { json } => {
             let p = probe::probe();
@@ -272,66 +363,59 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Ls { all, json } => top::ls(all, json),
         Cmd::Top { interval, count } => top::top(Duration::from_secs_f64(interval.max(0.1)), count),
-        Cmd::Bench(args) => bench_cmd(&args),
+        Cmd::Bench(args) => bench_cmd(&args, verbosity),
         Cmd::Run {
             produce,
             sink,
             policy,
             json,
-        } => stream::run(&produce, &sink, policy, json, cli.verbose),
+        } => stream::run(&produce, &sink, policy, json, verbosity),
         Cmd::Produce {
             target,
             produce,
             access,
             json,
-        } => stream::produce(&target, &produce, &access, json),
+        } => stream::produce(&target, &produce, &access, json, verbosity),
         Cmd::Consume {
             target,
             consume,
             json,
         } => stream::consume(&target, &consume, json),
-        #[cfg(feature = "vulkan")]
-        Cmd::Explain {
-            fourcc,
-            size,
-            modifier,
-            alloc,
-            stride_align,
-            json,
-        } => explain(&fourcc, &size, &modifier, alloc, stride_align, json),
+        Cmd::Explain(args) => explain::explain(&args),
+        Cmd::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "frameshare", &mut out);
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(0)
+        }
+        Cmd::Manpage { dir } => {
+            let cmd = man_command();
+            match dir {
+                Some(dir) => {
+                    clap_mangen::generate_to(cmd, &dir).map_err(|e| {
+                        anyhow::anyhow!("writing man pages into {}: {e}", dir.display())
+                    })?;
+                }
+                None => {
+                    let mut out = Vec::new();
+                    clap_mangen::Man::new(cmd).render(&mut out)?;
+                    out!("{}", String::from_utf8_lossy(&out));
+                }
+            }
+            Ok(0)
+        }
     }
 }
 
-/// `frameshare explain`: prints the verdict; exit status 0 if the import works, 1 if not.
-#[cfg(feature = "vulkan")]
-fn explain(
-    fourcc: &str,
-    size: &str,
-    modifier: &str,
-    alloc: String,
-    stride_align: u32,
-    json: bool,
-) -> Result<i32> {
-    let (width, height) = parse_size(size)?;
-    let verdict = frameshare::explain::explain(&frameshare::explain::Request {
-        fourcc: fourcc.parse()?,
-        width,
-        height,
-        modifier: modifier.parse()?,
-        alloc,
-        stride_align,
-    });
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&verdict)?);
-    } else {
-        out!("{verdict}");
-    }
-    Ok(if verdict.works { 0 } else { 1 })
+/// The command as the man pages describe it: the plain version (no commit, so that the
+/// committed pages change only when the interface does).
+pub fn man_command() -> clap::Command {
+    Cli::command().version(env!("CARGO_PKG_VERSION"))
 }
 
 /// Runs `frameshare bench` (or its peer) and prints the table or JSON. Exits 1 if a frame
 /// failed verification; the figures themselves are reported, never turned into a failure.
-fn bench_cmd(args: &bench_args::BenchArgs) -> Result<i32> {
+fn bench_cmd(args: &bench_args::BenchArgs, verbosity: logging::Verbosity) -> Result<i32> {
     if let Some(fd) = args.peer_fd {
         bench::peer(stream::inherited_channel(fd)?.into())?;
         return Ok(0);
@@ -340,11 +424,7 @@ fn bench_cmd(args: &bench_args::BenchArgs) -> Result<i32> {
         std::env::current_exe()?,
         vec!["bench".into(), "--peer-fd".into()],
     );
-    opts.sizes = args
-        .sizes
-        .split(',')
-        .map(|s| parse_size(s.trim()))
-        .collect::<Result<_, _>>()?;
+    opts.sizes = args.sizes.0.clone();
     opts.allocs = args
         .allocs
         .split(',')
@@ -354,22 +434,69 @@ fn bench_cmd(args: &bench_args::BenchArgs) -> Result<i32> {
     opts.rounds = args.rounds;
     opts.buffers = args.buffers;
     opts.pace = Duration::from_micros(args.pace_us);
-    opts.pattern = args.pattern.parse().map_err(anyhow::Error::msg)?;
-    opts.progress = std::io::stderr().is_terminal();
+    opts.pattern = args.pattern;
+    opts.progress = !verbosity.quiet && std::io::stderr().is_terminal();
     opts.vulkan = args.vulkan;
     #[cfg(not(feature = "vulkan"))]
     if args.vulkan || args.vulkan_only {
-        anyhow::bail!("--vulkan needs a build with the vulkan feature");
+        return Err(usage("--vulkan needs a build with the vulkan feature"));
     }
     #[cfg(feature = "vulkan")]
     if args.vulkan_only {
         return bench_vulkan_only(args, &opts);
     }
-    let report = bench::run(&opts)?;
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        out!("{report}");
+    // An unreadable baseline is found before minutes of measuring, not after.
+    let baseline = match &args.baseline {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("--baseline {}: {e}", path.display())))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                usage(format!(
+                    "--baseline {}: not a `bench --json` report: {e}",
+                    path.display()
+                ))
+            })?;
+            Some((path.display().to_string(), bench_export::rows(&v)))
+        }
+        None => None,
+    };
+    let report = bench::run(&opts).map_err(|e| match e {
+        bench::BenchError::Usage(why) => usage(why),
+        e => e.into(),
+    })?;
+    let value = serde_json::to_value(&report)?;
+    let rows = bench_export::rows(&value);
+    let changes = baseline
+        .as_ref()
+        .map(|(_, before)| bench_export::compare(before, &rows));
+    match (args.export, args.json) {
+        (Some(bench_args::Export::Csv), _) => out!("{}", bench_export::csv(&rows)),
+        (Some(bench_args::Export::Md), _) => out!("{}", bench_export::markdown(&rows)),
+        (None, true) => {
+            let mut value = value;
+            if let Some(c) = &changes {
+                value["baseline"] = serde_json::to_value(c)?;
+            }
+            outln!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        (None, false) => {
+            out!("{report}");
+            out!("{}", bench_export::spread_table(&rows));
+            if let (Some((file, _)), Some(c)) = (&baseline, &changes) {
+                out!("{}", bench_export::changes_table(file, c));
+            }
+        }
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "frameshare bench: handoff latency ({} frames, paced {} µs)",
+            report.frames, report.pace_us
+        );
+        let svg = bench_export::svg(&rows, &title).map_err(anyhow::Error::msg)?;
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        if !verbosity.quiet {
+            eprintln!("frameshare: wrote the latency plot to {}", path.display());
+        }
     }
     let bad = report
         .consumer_cpu
@@ -387,18 +514,17 @@ fn bench_cmd(args: &bench_args::BenchArgs) -> Result<i32> {
 fn bench_vulkan_only(args: &bench_args::BenchArgs, opts: &bench::BenchOptions) -> Result<i32> {
     use anyhow::Context;
     use frameshare::gpu::vulkan::ImportMode;
-    let mode = match args.vulkan_path.as_str() {
-        "auto" => ImportMode::Auto,
-        "image" => ImportMode::Image,
-        "buffer" => ImportMode::Buffer,
-        other => anyhow::bail!("unknown --vulkan-path {other:?} (want auto, image or buffer)"),
+    let mode = match args.vulkan_path {
+        bench_args::VulkanPath::Auto => ImportMode::Auto,
+        bench_args::VulkanPath::Image => ImportMode::Image,
+        bench_args::VulkanPath::Buffer => ImportMode::Buffer,
     };
     let size = *opts.sizes.first().context("no --sizes")?;
     let alloc = match opts.allocs.first().map(String::as_str) {
         None | Some("auto") => frameshare::alloc::open("auto")?.0.kind().name().to_owned(),
         Some(name) => name.to_owned(),
     };
-    let fourcc: frameshare::format::Fourcc = args.format.parse()?;
+    let fourcc = args.format.0;
     let r = bench_vulkan::import_vs_staging(&alloc, fourcc, size, opts.frames, mode)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&r)?);

@@ -60,17 +60,52 @@ fn cameras() -> Vec<CameraInfo> {
     }
 }
 
+/// What `--alloc auto` picks here.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoChoice {
+    /// The kind it picks (`memfd`, `dma-heap`, …), or null when nothing works.
+    pub chose: Option<String>,
+    /// The kinds it passed over (better ones that do not work here: see `allocators`).
+    pub passed_over: Vec<String>,
+}
+
+/// SysV shared-memory limits (/proc/sys/kernel).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SysvLimits {
+    /// Largest segment, bytes.
+    pub shmmax_bytes: u64,
+    /// All segments together, pages.
+    pub shmall_pages: u64,
+    /// Most segments.
+    pub shmmni_segments: u64,
+}
+
+/// What this binary was built with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Build {
+    /// Version.
+    pub version: &'static str,
+    /// Git commit, or `unknown`.
+    pub commit: &'static str,
+    /// Features built in (gbm and v4l2 change what works).
+    pub features: Vec<&'static str>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
+    /// The JSON schema version (1).
+    pub schema: u32,
+    /// This binary.
+    pub build: Build,
     /// Kernel release.
     pub kernel: String,
     /// Every allocator and whether it works.
     pub allocators: Vec<KindStatus>,
     /// What `--alloc auto` picks.
-    pub auto: String,
-    /// SysV shm limits: (shmmax bytes, shmall pages, shmmni segments).
-    pub sysv_limits: Option<(u64, u64, u64)>,
+    pub auto: AutoChoice,
+    /// SysV shm limits.
+    pub sysv_limits: Option<SysvLimits>,
     /// Bytes free in /dev/shm.
     pub dev_shm_free: Option<u64>,
     /// Heaps under /dev/dma_heap.
@@ -205,24 +240,57 @@ pub fn probe() -> Probe {
     )
     .collect();
     let sysv = (|| {
-        Some((
-            read_trim("/proc/sys/kernel/shmmax")?.parse().ok()?,
-            read_trim("/proc/sys/kernel/shmall")?.parse().ok()?,
-            read_trim("/proc/sys/kernel/shmmni")?.parse().ok()?,
-        ))
+        Some(SysvLimits {
+            shmmax_bytes: read_trim("/proc/sys/kernel/shmmax")?.parse().ok()?,
+            shmall_pages: read_trim("/proc/sys/kernel/shmall")?.parse().ok()?,
+            shmmni_segments: read_trim("/proc/sys/kernel/shmmni")?.parse().ok()?,
+        })
     })();
+    // auto tries dma-heap, udmabuf, gbm, then memfd: the first that works is its choice.
+    let auto = match alloc::open("auto") {
+        Ok((a, _)) => {
+            let chose = a.kind().name().to_owned();
+            let passed_over = alloc::AUTO_ORDER
+                .iter()
+                .map(|s| s.to_string())
+                .take_while(|s| s.split(':').next() != Some(chose.as_str()))
+                .collect();
+            AutoChoice {
+                chose: Some(chose),
+                passed_over,
+            }
+        }
+        Err(_) => AutoChoice {
+            chose: None,
+            passed_over: alloc::AUTO_ORDER.iter().map(|s| s.to_string()).collect(),
+        },
+    };
     let shm_free = rustix::fs::statvfs("/dev/shm")
         .ok()
         .map(|s| s.f_bavail * s.f_frsize);
     Probe {
+        schema: crate::report::SCHEMA,
+        build: Build {
+            version: env!("CARGO_PKG_VERSION"),
+            commit: env!("FRAMESHARE_GIT_COMMIT"),
+            features: [
+                ("vulkan", cfg!(feature = "vulkan")),
+                ("kms", cfg!(feature = "kms")),
+                ("png", cfg!(feature = "png")),
+                ("gbm", cfg!(feature = "gbm")),
+                ("v4l2", cfg!(feature = "v4l2")),
+            ]
+            .into_iter()
+            .filter(|f| f.1)
+            .map(|f| f.0)
+            .collect(),
+        },
         kernel: rustix::system::uname()
             .release()
             .to_string_lossy()
             .into_owned(),
         allocators,
-        auto: alloc::open("auto")
-            .map(|(_, why)| why)
-            .unwrap_or_else(|e| e.to_string()),
+        auto,
         sysv_limits: sysv,
         dev_shm_free: shm_free,
         dma_heaps: alloc::dma_heap::heaps(),
@@ -249,11 +317,32 @@ impl std::fmt::Display for Probe {
                 a.detail
             )?;
         }
-        writeln!(f, "auto        {}", self.auto)?;
-        if let Some((max, all, mni)) = self.sysv_limits {
+        match &self.auto.chose {
+            Some(k) if self.auto.passed_over.is_empty() => {
+                writeln!(f, "auto        {k} (the best kind)")?
+            }
+            Some(k) => writeln!(
+                f,
+                "auto        {k} (passed over {}: see above)",
+                self.auto.passed_over.join(", ")
+            )?,
+            None => writeln!(f, "auto        nothing works here (see above)")?,
+        }
+        if let Some(l) = self.sysv_limits {
+            // The kernel's "no limit" is a number near 2^64: say so.
+            let limit = |v: u64, unit: &str| {
+                if v >= 1 << 62 {
+                    "unlimited".to_owned()
+                } else {
+                    format!("{v} {unit}")
+                }
+            };
             writeln!(
                 f,
-                "sysv shm    shmmax {max} bytes, shmall {all} pages, shmmni {mni} segments"
+                "sysv shm    shmmax {}, shmall {}, shmmni {} segments",
+                limit(l.shmmax_bytes, "bytes"),
+                limit(l.shmall_pages, "pages"),
+                l.shmmni_segments
             )?;
         }
         if let Some(free) = self.dev_shm_free {

@@ -89,23 +89,29 @@ fn table(streams: &[StreamView]) -> String {
 /// `frameshare ls`.
 pub fn ls(all: bool, json: bool) -> Result<i32> {
     let streams = views(monitor::streams(ANSWER).unwrap_or_default());
-    let items = ls::inventory(!all);
+    let inv = ls::scan(all);
     if json {
         #[derive(Serialize)]
         struct Out<'a> {
+            schema: u32,
             streams: &'a [StreamView],
             buffers: &'a [ls::Holding],
+            orphans: &'a [ls::Orphan],
+            totals: &'a ls::Totals,
         }
         outln!(
             "{}",
             serde_json::to_string_pretty(&Out {
+                schema: crate::report::SCHEMA,
                 streams: &streams,
-                buffers: &items,
+                buffers: &inv.buffers,
+                orphans: &inv.orphans,
+                totals: &inv.totals,
             })?
         );
     } else {
         out!("STREAMS\n{}", table(&streams));
-        out!("\nBUFFERS\n{}", ls::table(&items));
+        out!("\nBUFFERS\n{}", ls::table(&inv));
     }
     Ok(0)
 }

@@ -380,19 +380,19 @@ fn the_cli_consumer_survives_a_truncating_producer_and_exits_cleanly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let report: ConsumeReport = serde_json::from_slice(&out.stdout).unwrap();
+    // `consume --json` prints the CLI's report (schema 1).
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        (report.frames_delivered, report.frames_verified),
-        (4, 3),
-        "{report:?}"
+        (&report["frames_delivered"], &report["frames_verified"]),
+        (&4.into(), &3.into()),
+        "{report}"
     );
     assert!(
-        report
-            .error
-            .as_deref()
+        report["error"]
+            .as_str()
             .unwrap_or("")
             .contains("buffer 0 (posix-shm) was truncated"),
-        "{report:?}"
+        "{report}"
     );
 }
 
@@ -952,8 +952,8 @@ fn ctrunc_at_our_own_fd_limit_is_ours_not_the_peers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let report: ConsumeReport = serde_json::from_slice(&out.stdout).unwrap();
-    let err = report.error.unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = report["error"].as_str().unwrap_or_default().to_owned();
     assert!(
         err.contains(&format!(
             "this process's fd limit (RLIMIT_NOFILE {}) is reached",

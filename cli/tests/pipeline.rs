@@ -26,19 +26,28 @@ fn every_shm_backend_delivers_verified_frames() {
         assert_eq!(s["allocator"], kind);
         assert_all_verified(&s, 200);
         assert!(s["fps"].as_f64().unwrap() > 0.0);
-        let lat = &s["latency_us"];
-        assert!(
-            lat["p50"].as_f64().unwrap() > 0.0 && lat["p50"].as_f64() <= lat["p99"].as_f64(),
-            "{s}"
-        );
-        assert!(lat["p99"].as_f64() <= lat["max"].as_f64(), "{s}");
+        let handoffs = s["handoff_frames"].as_u64().unwrap();
+        for key in ["queue_latency_us", "handoff_us"] {
+            if key == "handoff_us" && handoffs == 0 {
+                continue; // the consumer never waited: no handoff to measure
+            }
+            let lat = &s[key];
+            assert!(
+                lat["p50"].as_f64().unwrap() > 0.0 && lat["p50"].as_f64() <= lat["p99"].as_f64(),
+                "{key}: {s}"
+            );
+            assert!(lat["p99"].as_f64() <= lat["max"].as_f64(), "{key}: {s}");
+        }
+        // The handoff figure covers only the frames the consumer was waiting for: never more.
+        assert!(s["handoff_frames"].as_u64().unwrap() <= 200, "{s}");
     }
 }
 
 #[test]
 fn every_format_and_pattern_verifies() {
     for format in [
-        "XR24", "AR24", "XB24", "AB24", "RG24", "NV12", "YUYV", "UYVY",
+        "XR24", "AR24", "XB24", "AB24", "RG24", "NV12", "YUYV", "UYVY", "NV21", "YU12", "NV16",
+        "P010",
     ] {
         for pattern in ["bars", "box", "solid:336699"] {
             let s = run_json(&[
@@ -84,24 +93,46 @@ fn summary_has_exactly_the_documented_keys() {
         keys,
         [
             "allocator",
+            "allocator_note",
             "bytes_copied",
+            "command",
+            "consumers",
+            "cpu_us_per_frame",
+            "elapsed_s",
+            "ended",
+            "error",
             "fps",
             "frames_converted",
             "frames_delivered",
             "frames_dropped",
             "frames_produced",
             "frames_verified",
-            "latency_us"
+            "handoff_frames",
+            "handoff_us",
+            "queue_latency_us",
+            "restarts",
+            "schema",
+            "sink",
+            "stopped",
         ]
     );
-    let mut lat: Vec<&str> = s["latency_us"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    lat.sort();
-    assert_eq!(lat, ["max", "p50", "p99"]);
+    assert_eq!(s["schema"], 1, "{s}");
+    assert_eq!(s["command"], "run", "{s}");
+    assert_eq!(s["sink"], "verify", "{s}");
+    for key in ["queue_latency_us", "handoff_us"] {
+        let mut lat: Vec<&str> = s[key]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        lat.sort();
+        assert_eq!(
+            lat,
+            ["max", "mean", "min", "p25", "p50", "p75", "p99", "samples", "stddev"],
+            "{key}"
+        );
+    }
 }
 
 #[test]
@@ -279,7 +310,27 @@ fn probe_reports_shm_kinds() {
             .unwrap();
         assert_eq!(a["available"], true, "{a}");
     }
-    assert!(p["auto"].as_str().unwrap().starts_with("auto chose"));
+    assert_eq!(p["schema"], 1, "{p}");
+    let chose = p["auto"]["chose"].as_str().unwrap();
+    assert!(
+        p["allocators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["available"] == true && a["name"].as_str().unwrap().starts_with(chose)),
+        "auto chose a kind that works: {p}"
+    );
+    assert!(
+        p["sysv_limits"]["shmmni_segments"].as_u64().unwrap() > 0,
+        "{p}"
+    );
+    assert!(
+        p["build"]["features"]
+            .as_array()
+            .unwrap()
+            .contains(&"png".into()),
+        "{p}"
+    );
 }
 
 #[test]

@@ -43,9 +43,10 @@ pub enum ChannelError {
         /// Fds open in this process when it happened.
         open: usize,
     },
-    /// The message itself was malformed.
+    /// The message itself was malformed (the wire error is said in the message, so it is not
+    /// a `source`: said once, also by chain printers).
     #[error("malformed message: {0}")]
-    Wire(#[from] WireError),
+    Wire(WireError),
     /// A socket call failed.
     #[error("{op}{} failed: {errno}", path.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default())]
     Sys {
@@ -56,6 +57,12 @@ pub enum ChannelError {
         /// The error.
         errno: Errno,
     },
+}
+
+impl From<WireError> for ChannelError {
+    fn from(e: WireError) -> Self {
+        ChannelError::Wire(e)
+    }
 }
 
 /// Maps an errno to a `Sys` error naming `op` and the socket path.

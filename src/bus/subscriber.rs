@@ -543,6 +543,21 @@ impl Subscriber {
                 Err(SubscribeError::Channel(ChannelError::PeerClosed)) => {}
                 r => return r,
             },
+            // connect(2) on a file that is not a socket also says ECONNREFUSED: no producer
+            // will ever listen there, so waiting cannot help.
+            Err(ChannelError::Sys {
+                errno: Errno::CONNREFUSED,
+                ..
+            }) if std::fs::metadata(&path)
+                .is_ok_and(|m| !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) =>
+            {
+                return Err(ChannelError::Sys {
+                    op: "connect",
+                    path: Some(path),
+                    errno: Errno::NOTSOCK,
+                }
+                .into());
+            }
             Err(ChannelError::Sys {
                 errno: Errno::NOENT | Errno::CONNREFUSED,
                 ..

@@ -32,9 +32,17 @@ impl Fourcc {
     pub const YUYV: Fourcc = Fourcc(code(b"YUYV"));
     /// `DRM_FORMAT_UYVY`: packed 4:2:2, bytes U Y0 V Y1.
     pub const UYVY: Fourcc = Fourcc(code(b"UYVY"));
+    /// `DRM_FORMAT_NV21`: 2 planes, Y then interleaved V/U subsampled 2x2 (Android cameras).
+    pub const NV21: Fourcc = Fourcc(code(b"NV21"));
+    /// `DRM_FORMAT_YUV420` (V4L2 `YU12`, I420): 3 planes, Y, U, V, chroma subsampled 2x2.
+    pub const YU12: Fourcc = Fourcc(code(b"YU12"));
+    /// `DRM_FORMAT_NV16`: 2 planes, Y then interleaved U/V subsampled 2x1 (4:2:2).
+    pub const NV16: Fourcc = Fourcc(code(b"NV16"));
+    /// `DRM_FORMAT_P010`: NV12 with 16-bit little-endian samples, 10 bits in the high bits.
+    pub const P010: Fourcc = Fourcc(code(b"P010"));
 
     /// Every format this crate can lay out, generate and verify.
-    pub const ALL: [Fourcc; 8] = [
+    pub const ALL: [Fourcc; 12] = [
         Self::XR24,
         Self::AR24,
         Self::XB24,
@@ -43,6 +51,10 @@ impl Fourcc {
         Self::NV12,
         Self::YUYV,
         Self::UYVY,
+        Self::NV21,
+        Self::YU12,
+        Self::NV16,
+        Self::P010,
     ];
 
     /// The four characters, e.g. `"XR24"` (non-printable bytes shown as `?`).
@@ -67,7 +79,16 @@ impl Fourcc {
 
     /// Whether samples are YCbCr (as opposed to RGB).
     pub fn is_yuv(self) -> bool {
-        matches!(self, Self::NV12 | Self::YUYV | Self::UYVY)
+        matches!(
+            self,
+            Self::NV12
+                | Self::YUYV
+                | Self::UYVY
+                | Self::NV21
+                | Self::YU12
+                | Self::NV16
+                | Self::P010
+        )
     }
 }
 
@@ -97,7 +118,10 @@ impl FromStr for Fourcc {
     /// Parses exactly four characters (`XR24`), or a long name (`XRGB8888`, `nv12`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let upper = s.to_ascii_uppercase();
-        let aliases: [(&str, Fourcc); 8] = [
+        let aliases: [(&str, Fourcc); 11] = [
+            ("I420", Self::YU12),
+            ("YUV420", Self::YU12),
+            ("NV12_10LE", Self::P010),
             ("XRGB8888", Self::XR24),
             ("ARGB8888", Self::AR24),
             ("XBGR8888", Self::XB24),
@@ -140,12 +164,57 @@ impl Modifier {
     }
 }
 
+/// Every modifier `drm-fourcc` names (as drm_info prints them, e.g. `I915_X_TILED`).
+const NAMED_MODIFIERS: [drm_fourcc::DrmModifier; 28] = {
+    use drm_fourcc::DrmModifier as M;
+    [
+        M::Linear,
+        M::Invalid,
+        M::I915_x_tiled,
+        M::I915_y_tiled,
+        M::I915_y_tiled_ccs,
+        M::I915_y_tiled_gen12_rc_ccs,
+        M::I915_y_tiled_gen12_mc_ccs,
+        M::Samsung_64_32_tile,
+        M::Samsung_16_16_tile,
+        M::Qcom_compressed,
+        M::Vivante_tiled,
+        M::Vivante_super_tiled,
+        M::Vivante_split_tiled,
+        M::Vivante_split_super_tiled,
+        M::Nvidia_tegra_tiled,
+        M::Nvidia_16bx2_block_one_gob,
+        M::Nvidia_16bx2_block_two_gob,
+        M::Nvidia_16bx2_block_four_gob,
+        M::Nvidia_16bx2_block_eight_gob,
+        M::Nvidia_16bx2_block_sixteen_gob,
+        M::Nvidia_16bx2_block_thirtytwo_gob,
+        M::Broadcom_vc4_t_tiled,
+        M::Broadcom_sand32,
+        M::Broadcom_sand64,
+        M::Broadcom_sand128,
+        M::Broadcom_sand256,
+        M::Broadcom_uif,
+        M::Allwinner_tiled,
+    ]
+};
+
+impl Modifier {
+    /// The `DRM_FORMAT_MOD_` name without its prefix (`LINEAR`, `I915_X_TILED`), if known.
+    pub fn known_name(self) -> Option<String> {
+        match drm_fourcc::DrmModifier::from(self.0) {
+            drm_fourcc::DrmModifier::Unrecognized(_) => None,
+            m => Some(format!("{m:?}").to_ascii_uppercase()),
+        }
+    }
+}
+
 impl fmt::Display for Modifier {
+    /// The name drm_info prints (`LINEAR`, `I915_X_TILED`), else the number in hex.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::LINEAR => f.write_str("LINEAR"),
-            Self::INVALID => f.write_str("INVALID"),
-            Modifier(m) => write!(f, "0x{m:016x}"),
+        match self.known_name() {
+            Some(n) => f.write_str(&n),
+            None => write!(f, "0x{:016x}", self.0),
         }
     }
 }
@@ -159,21 +228,25 @@ impl fmt::Debug for Modifier {
 impl FromStr for Modifier {
     type Err = FormatError;
 
-    /// `LINEAR`, `INVALID`, a decimal or a `0x` hex number.
+    /// A name as drm_info prints it (`LINEAR`, `I915_X_TILED`; any case, with or without
+    /// `DRM_FORMAT_MOD_`), a decimal or a `0x` hex number.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || FormatError::BadModifier(s.to_owned());
-        match s.to_ascii_uppercase().as_str() {
-            "LINEAR" => Ok(Self::LINEAR),
-            "INVALID" => Ok(Self::INVALID),
-            _ => {
-                let v = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-                    u64::from_str_radix(hex, 16).map_err(|_| bad())?
-                } else {
-                    s.parse().map_err(|_| bad())?
-                };
-                Ok(Modifier(v))
-            }
+        let upper = s.to_ascii_uppercase();
+        let name = upper.strip_prefix("DRM_FORMAT_MOD_").unwrap_or(&upper);
+        if let Some(m) = NAMED_MODIFIERS
+            .iter()
+            .map(|&m| Modifier(m.into()))
+            .find(|m| m.known_name().as_deref() == Some(name))
+        {
+            return Ok(m);
         }
+        let v = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            u64::from_str_radix(hex, 16).map_err(|_| bad())?
+        } else {
+            s.parse().map_err(|_| bad())?
+        };
+        Ok(Modifier(v))
     }
 }
 
@@ -269,7 +342,39 @@ static FORMATS: &[FormatInfo] = &[
         width_align: 2,
         height_align: 2,
     },
+    FormatInfo {
+        fourcc: Fourcc::NV21,
+        planes: &[packed(1, 1), subsampled(2, 2, 2)],
+        width_align: 2,
+        height_align: 2,
+    },
+    FormatInfo {
+        fourcc: Fourcc::YU12,
+        planes: &[packed(1, 1), subsampled(1, 2, 2), subsampled(1, 2, 2)],
+        width_align: 2,
+        height_align: 2,
+    },
+    FormatInfo {
+        fourcc: Fourcc::NV16,
+        planes: &[packed(1, 1), packed(2, 2)],
+        width_align: 2,
+        height_align: 1,
+    },
+    FormatInfo {
+        fourcc: Fourcc::P010,
+        planes: &[packed(2, 1), subsampled(4, 2, 2)],
+        width_align: 2,
+        height_align: 2,
+    },
 ];
+
+const fn subsampled(bytes: u32, block: u32, vsub: u32) -> PlaneInfo {
+    PlaneInfo {
+        bytes_per_block: bytes,
+        block_width: block,
+        vsub,
+    }
+}
 
 /// Most planes any supported layout has (DRM allows 4).
 pub const MAX_PLANES: usize = 4;
@@ -325,15 +430,13 @@ pub enum FormatError {
     #[error("unknown pixel format {0:?} (want a fourcc such as XR24, NV12, YUYV)")]
     BadFourcc(String),
     /// Not a modifier.
-    #[error("bad modifier {0:?} (want LINEAR, INVALID or a number)")]
+    #[error("bad modifier {0:?} (want a name such as LINEAR, INVALID, I915_X_TILED, or a number)")]
     BadModifier(String),
     /// A size that does not parse.
     #[error("bad size {0:?} (want WIDTHxHEIGHT, e.g. 1920x1080)")]
     BadSize(String),
     /// A fourcc this crate cannot lay out.
-    #[error(
-        "pixel format {0} is not supported (supported: XR24 AR24 XB24 AB24 RG24 NV12 YUYV UYVY)"
-    )]
+    #[error("pixel format {0} is not supported (supported: {list})", list = fourcc_names(Fourcc::ALL))]
     Unsupported(Fourcc),
     /// Width/height zero, too large, or not a multiple of the subsampling.
     #[error("{fourcc} cannot be {width}x{height}: {why}")]
@@ -712,6 +815,22 @@ mod tests {
         assert_eq!("42".parse::<Modifier>().unwrap(), Modifier(42));
         assert!("x".parse::<Modifier>().is_err());
         assert_eq!(Modifier(0x123).to_string(), "0x0000000000000123");
+        // Named as drm_info names them, both ways.
+        assert_eq!(Modifier(0x0100000000000001).to_string(), "I915_X_TILED");
+        assert_eq!(
+            "I915_X_TILED".parse::<Modifier>().unwrap(),
+            Modifier(0x0100000000000001)
+        );
+        assert_eq!(
+            "DRM_FORMAT_MOD_broadcom_sand128"
+                .parse::<Modifier>()
+                .unwrap(),
+            Modifier(0x0700000000000004)
+        );
+        for m in NAMED_MODIFIERS {
+            let m = Modifier(m.into());
+            assert_eq!(m.to_string().parse::<Modifier>().unwrap(), m);
+        }
     }
 
     #[test]
@@ -771,6 +890,31 @@ mod tests {
         assert_eq!(l.planes[1].offset, 1280);
         assert_eq!(l.size, 1280 + 128 * 5);
         l.validate().unwrap();
+    }
+
+    #[test]
+    fn camera_yuv_layouts() {
+        let l = FrameLayout::linear(Fourcc::YU12, 64, 48, 1).unwrap();
+        assert_eq!(l.planes().len(), 3);
+        assert_eq!(l.planes()[1].offset, 64 * 48);
+        assert_eq!(l.planes()[1].stride, 32);
+        assert_eq!(l.planes()[2].offset, 64 * 48 + 32 * 24);
+        assert_eq!(l.size(), 64 * 48 * 3 / 2);
+        let l = FrameLayout::linear(Fourcc::NV16, 64, 3, 1).unwrap();
+        assert_eq!(l.plane_rows(1), 3, "4:2:2: a chroma row per image row");
+        assert_eq!(l.size(), 64 * 3 * 2);
+        let l = FrameLayout::linear(Fourcc::P010, 64, 48, 1).unwrap();
+        assert_eq!(l.planes()[0].stride, 128);
+        assert_eq!(l.planes()[1].stride, 128);
+        assert_eq!(l.size(), 128 * 48 + 128 * 24);
+        assert_eq!(
+            FrameLayout::linear(Fourcc::NV21, 64, 48, 1).unwrap().size(),
+            64 * 72
+        );
+        assert_eq!("I420".parse::<Fourcc>().unwrap(), Fourcc::YU12);
+        assert_eq!(Fourcc::YU12.0, 0x3231_5559, "matches DRM_FORMAT_YUV420");
+        assert_eq!(Fourcc::P010.0, 0x3031_3050, "matches DRM_FORMAT_P010");
+        assert!(FrameLayout::linear(Fourcc::NV16, 63, 2, 1).is_err());
     }
 
     #[test]

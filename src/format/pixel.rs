@@ -25,18 +25,28 @@ pub fn to_rgba<'a>(layout: &FrameLayout, row: impl Fn(usize, u32) -> &'a [u8]) -
     let mut out = Vec::with_capacity(w * h * 4);
     for y in 0..h {
         let r = row(0, y as u32);
-        let uv = (layout.fourcc == Fourcc::NV12).then(|| row(1, (y / 2) as u32));
+        let info = layout.info();
+        // The chroma rows of image row y (semi-planar: one, planar: two).
+        let chroma = |p: usize| {
+            info.planes
+                .get(p)
+                .map(|pi| row(p, y as u32 / pi.vsub))
+                .unwrap_or_default()
+        };
+        let (c1, c2) = (chroma(1), chroma(2));
         for x in 0..w {
+            let xe = x & !1;
             let px: [u8; 3] = match layout.fourcc {
                 Fourcc::XR24 | Fourcc::AR24 => [r[x * 4 + 2], r[x * 4 + 1], r[x * 4]],
                 Fourcc::XB24 | Fourcc::AB24 => [r[x * 4], r[x * 4 + 1], r[x * 4 + 2]],
                 Fourcc::RG24 => [r[x * 3 + 2], r[x * 3 + 1], r[x * 3]],
                 Fourcc::YUYV => yuv_to_rgb(r[x * 2], r[(x & !1) * 2 + 1], r[(x & !1) * 2 + 3]),
                 Fourcc::UYVY => yuv_to_rgb(r[x * 2 + 1], r[(x & !1) * 2], r[(x & !1) * 2 + 2]),
-                Fourcc::NV12 => {
-                    let uv = uv.unwrap_or_default();
-                    yuv_to_rgb(r[x], uv[x & !1], uv[(x & !1) + 1])
-                }
+                Fourcc::NV12 | Fourcc::NV16 => yuv_to_rgb(r[x], c1[xe], c1[xe + 1]),
+                Fourcc::NV21 => yuv_to_rgb(r[x], c1[xe + 1], c1[xe]),
+                Fourcc::YU12 => yuv_to_rgb(r[x], c1[x / 2], c2[x / 2]),
+                // The high byte of each 16-bit sample is its top 8 bits.
+                Fourcc::P010 => yuv_to_rgb(r[x * 2 + 1], c1[xe * 2 + 1], c1[xe * 2 + 3]),
                 _ => [0, 0, 0],
             };
             out.extend_from_slice(&[px[0], px[1], px[2], 255]);

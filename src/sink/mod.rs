@@ -69,13 +69,17 @@ pub enum SinkError {
     /// A fence operation failed.
     #[error(transparent)]
     Fence(#[from] FenceError),
-    /// A file could not be written.
-    #[error("{path}: {source}")]
+    /// A file or directory could not be written or made.
+    #[error("{sink} sink: {op} {}: {error}", path.display())]
     Io {
+        /// The sink (`png`, `vulkan:png`).
+        sink: &'static str,
+        /// What was attempted (`writing`, `creating directory`).
+        op: &'static str,
         /// The file.
         path: std::path::PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (said in the message, so not a `source`: once is enough).
+        error: std::io::Error,
     },
     /// The sink cannot take this stream.
     #[error("{0}")]
@@ -92,7 +96,7 @@ pub enum SinkError {
         modifier: Modifier,
     },
     /// Unknown sink name.
-    #[error("unknown sink {0:?} (want verify, null, png:DIR, vulkan[:png:DIR])")]
+    #[error("unknown sink {0:?} (want verify, null, png:DIR, vulkan[:image|buffer|staging][:png:DIR], kms[:vkms|:/dev/dri/cardN][:connector=NAME][:verify-writeback][:convert|:direct])")]
     UnknownName(String),
     /// The sink exists, but this build left it out.
     #[error("this build has no {0} sink (build with --features {1})")]
@@ -325,6 +329,38 @@ impl SinkSpec {
             SinkSpec::Kms(o) => o.verify_writeback,
             _ => false,
         }
+    }
+}
+
+/// Makes the directory a sink writes pictures into: only its last component (like `mkdir`, not
+/// `mkdir -p`: a typo in a parent is an error, not a new tree); an existing directory is fine.
+pub fn make_output_dir(sink: &'static str, dir: &std::path::Path) -> Result<(), SinkError> {
+    let io = |op, error| SinkError::Io {
+        sink,
+        op,
+        path: dir.to_owned(),
+        error,
+    };
+    match std::fs::create_dir(dir) {
+        Ok(()) => {
+            log::info!("{sink} sink: created directory {}", dir.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if dir.is_dir() {
+                Ok(())
+            } else {
+                Err(io(
+                    "using",
+                    std::io::Error::other("it exists and is not a directory"),
+                ))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(io(
+            "creating directory",
+            std::io::Error::other("its parent directory does not exist"),
+        )),
+        Err(e) => Err(io("creating directory", e)),
     }
 }
 

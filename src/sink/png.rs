@@ -14,12 +14,9 @@ pub struct PngSink {
 }
 
 impl PngSink {
-    /// Creates `dir` if needed.
+    /// Creates `dir` if needed (its parent must exist; see [`super::make_output_dir`]).
     pub fn new(dir: PathBuf) -> Result<Self, SinkError> {
-        std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        super::make_output_dir("png", &dir)?;
         Ok(PngSink {
             dir,
             mappings: Mappings::default(),
@@ -40,9 +37,11 @@ pub fn write_png(
     height: u32,
     rgba: &[u8],
 ) -> Result<(), SinkError> {
-    let io = |source: std::io::Error| SinkError::Io {
+    let io = |error: std::io::Error| SinkError::Io {
+        sink: "png",
+        op: "writing",
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = std::fs::File::create(path).map_err(io)?;
     let mut enc = ::png::Encoder::new(std::io::BufWriter::new(file), width, height);

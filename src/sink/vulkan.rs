@@ -187,10 +187,7 @@ impl VulkanSink {
     /// Opens the best Vulkan device and builds (and runs once) the pipelines.
     pub fn new(opts: VulkanOptions) -> Result<VulkanSink, SinkError> {
         if let Some(dir) = &opts.png_dir {
-            std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            super::make_output_dir("vulkan:png", dir)?;
         }
         let gpu = GpuState::open()?;
         let caps = gpu.device().caps().clone();

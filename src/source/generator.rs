@@ -363,8 +363,18 @@ impl FrameSpec<'_> {
                 (Fourcc::RG24, _) => (0..n).for_each(|_| out.extend_from_slice(&[c.2, c.1, c.0])),
                 (Fourcc::YUYV, _) => (0..n / 2).for_each(|_| out.extend_from_slice(&[y, u, y, v])),
                 (Fourcc::UYVY, _) => (0..n / 2).for_each(|_| out.extend_from_slice(&[u, y, v, y])),
-                (Fourcc::NV12, 0) => out.extend(std::iter::repeat_n(y, n)),
-                (Fourcc::NV12, _) => (0..n / 2).for_each(|_| out.extend_from_slice(&[u, v])),
+                (Fourcc::NV12 | Fourcc::NV21 | Fourcc::NV16 | Fourcc::YU12, 0) => {
+                    out.extend(std::iter::repeat_n(y, n))
+                }
+                (Fourcc::NV12 | Fourcc::NV16, _) => {
+                    (0..n / 2).for_each(|_| out.extend_from_slice(&[u, v]))
+                }
+                (Fourcc::NV21, _) => (0..n / 2).for_each(|_| out.extend_from_slice(&[v, u])),
+                (Fourcc::YU12, 1) => out.extend(std::iter::repeat_n(u, n / 2)),
+                (Fourcc::YU12, _) => out.extend(std::iter::repeat_n(v, n / 2)),
+                // 10-bit samples (the 8-bit value << 2) in the high bits of little-endian u16s.
+                (Fourcc::P010, 0) => (0..n).for_each(|_| out.extend_from_slice(&[0, y])),
+                (Fourcc::P010, _) => (0..n / 2).for_each(|_| out.extend_from_slice(&[0, u, 0, v])),
                 _ => unreachable!("Scene is only built for supported formats"),
             }
         }
@@ -389,7 +399,8 @@ impl FrameSpec<'_> {
             Fourcc::RG24 => row.get(x * 3 + 1).copied(),
             Fourcc::YUYV => row.get(x * 2).copied(),
             Fourcc::UYVY => row.get(x * 2 + 1).copied(),
-            Fourcc::NV12 => row.get(x).copied(),
+            Fourcc::NV12 | Fourcc::NV21 | Fourcc::NV16 | Fourcc::YU12 => row.get(x).copied(),
+            Fourcc::P010 => row.get(x * 2 + 1).copied(),
             _ => None,
         }
     }

@@ -570,6 +570,10 @@ fn constants_match_the_library() {
         (FS_FORMAT_NV12, Fourcc::NV12),
         (FS_FORMAT_YUYV, Fourcc::YUYV),
         (FS_FORMAT_UYVY, Fourcc::UYVY),
+        (FS_FORMAT_NV21, Fourcc::NV21),
+        (FS_FORMAT_YU12, Fourcc::YU12),
+        (FS_FORMAT_NV16, Fourcc::NV16),
+        (FS_FORMAT_P010, Fourcc::P010),
     ];
     assert_eq!(formats.len(), Fourcc::ALL.len());
     for (c, f) in formats {

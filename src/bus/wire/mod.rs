@@ -291,7 +291,7 @@ pub enum WireError {
         need: usize,
     },
     /// Wrong magic.
-    #[error("bad magic 0x{0:08x} (not a frameshare peer)")]
+    #[error("bad magic 0x{0:08x} ({text}: not a frameshare peer)", text = crate::format::Fourcc(*.0).name())]
     BadMagic(u32),
     /// Version we do not speak.
     #[error("protocol version {0}, but this side speaks version {VERSION}")]

@@ -55,9 +55,9 @@ pub(super) fn capture_type(caps: u32) -> Option<u32> {
 }
 
 pub(super) fn open_node(path: &Path) -> Result<v4l::Device, V4l2Error> {
-    let dev = v4l::Device::with_path(path).map_err(|source| V4l2Error::Open {
+    let dev = v4l::Device::with_path(path).map_err(|error| V4l2Error::Open {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     // The crate opens without O_CLOEXEC; a camera fd must not leak into spawned processes.
     let fd = sys::device_fd(&dev);

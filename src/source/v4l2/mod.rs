@@ -119,12 +119,12 @@ pub enum V4l2Error {
     #[error("V4L2: no video capture device: {0}")]
     NoDevice(String),
     /// The node could not be opened.
-    #[error("V4L2 {path}: open failed: {source}")]
+    #[error("V4L2 {path}: open failed: {error}")]
     Open {
         /// The node.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, so not a `source`: said once).
+        error: std::io::Error,
     },
     /// An ioctl failed.
     #[error("V4L2 {path}: {op} failed: {errno}")]
@@ -208,6 +208,12 @@ const FORMAT_MAP: &[(&[u8; 4], Fourcc)] = &[
     (b"XB24", Fourcc::XB24), // V4L2 RGBX32 = DRM XBGR8888
     (b"AB24", Fourcc::AB24),
     (b"BGR3", Fourcc::RG24), // V4L2 BGR24 = DRM RGB888 (bytes B, G, R)
+    (b"NV21", Fourcc::NV21),
+    (b"YU12", Fourcc::YU12), // V4L2 YUV420 (I420) = DRM YUV420
+    (b"NV16", Fourcc::NV16),
+    (b"P010", Fourcc::P010),
+    // MJPG (UVC cameras' compressed frames) is not mapped: frameshare moves raw pixels only,
+    // so negotiation passes it over for a raw format the camera also offers.
 ];
 
 /// The DRM fourcc for a V4L2 pixel format, if frameshare handles it.
@@ -389,6 +395,39 @@ mod tests {
         assert_eq!(drm_fourcc(v(b"NM12")), Some(Fourcc::NV12));
         assert_eq!(drm_fourcc(v(b"MJPG")), None);
         assert_eq!(v4l2_fourccs(Fourcc::NV12), vec![v(b"NV12"), v(b"NM12")]);
+        for (v4l2, drm) in [
+            (b"NV21", Fourcc::NV21),
+            (b"YU12", Fourcc::YU12),
+            (b"NV16", Fourcc::NV16),
+            (b"P010", Fourcc::P010),
+        ] {
+            assert_eq!(drm_fourcc(v(v4l2)), Some(drm));
+        }
+    }
+
+    #[test]
+    fn camera_yuv_layouts_from_formats() {
+        let v = |s: &[u8; 4]| u32::from_le_bytes(*s);
+        let fmt = |f: &[u8; 4], bpl: u32, size: u32| PixFormat {
+            width: 64,
+            height: 32,
+            pixelformat: v(f),
+            field: sys::FIELD_NONE,
+            planes: vec![sys::PlaneFmt {
+                bytesperline: bpl,
+                sizeimage: size,
+            }],
+        };
+        let l = layout_of(&fmt(b"YU12", 64, 64 * 48)).unwrap();
+        let p: Vec<(u64, u32)> = l.planes().iter().map(|p| (p.offset, p.stride)).collect();
+        assert_eq!(p, [(0, 64), (64 * 32, 32), (64 * 32 + 32 * 16, 32)]);
+        let l = layout_of(&fmt(b"NV16", 64, 64 * 64)).unwrap();
+        assert_eq!((l.planes()[1].offset, l.planes()[1].stride), (64 * 32, 64));
+        let l = layout_of(&fmt(b"P010", 128, 128 * 48)).unwrap();
+        assert_eq!(
+            (l.planes()[1].offset, l.planes()[1].stride),
+            (128 * 32, 128)
+        );
     }
 
     #[test]

@@ -126,7 +126,14 @@ impl V4l2Source {
                 .find(|f| offered.contains(f))
                 .ok_or_else(|| V4l2Error::Format {
                     path: self.path.clone(),
-                    why: "none of its formats is one frameshare handles (YUYV, NV12, UYVY, XR24, AR24, XB24, AB24, BGR3)".into(),
+                    why: format!(
+                        "none of its formats is one frameshare handles ({})",
+                        FORMAT_MAP
+                            .iter()
+                            .map(|(v, _)| String::from_utf8_lossy(&v[..]))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     offered: offered_names(),
                 })?,
         };
