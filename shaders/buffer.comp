@@ -65,6 +65,17 @@ void main() {
         store_row_sum(lid, pc.rows0 + y, s1);
     }
 
+    // Checksum of row y of plane 2 (YU12's V plane, in plane 1's memory).
+    if (y < pc.rows2) {
+        uint base2 = pc.offset2 + y * pc.stride2;
+        uint nwords2 = (pc.rowbytes2 + 3u) / 4u;
+        uint s2 = 0u;
+        for (uint i = lid; i < nwords2; i += 64u) {
+            s2 += (2u * i + 1u) * mask_tail(load1(base2 + 4u * i), i, pc.rowbytes2);
+        }
+        store_row_sum(lid, pc.rows0 + pc.rows1 + y, s2);
+    }
+
     if (pc.convert == 0u) {
         return;
     }
@@ -89,10 +100,25 @@ void main() {
             } else {
                 o = yuv_rgba((x & 1u) == 0u ? b1 : b3, b0, b2);
             }
-        } else {
+        } else if (pc.format == FMT_P010) {
+            uint yv = byte0(base + 2u * x + 1u);
+            uint c = pc.offset1 + (y >> 1u) * pc.stride1 + 2u * (x & ~1u);
+            o = yuv_rgba(yv, byte1(c + 1u), byte1(c + 3u));
+        } else if (pc.format == FMT_YU12) {
             uint yv = byte0(base + x);
-            uint c = pc.offset1 + (y >> 1u) * pc.stride1 + (x & ~1u);
-            o = yuv_rgba(yv, byte1(c), byte1(c + 1u));
+            uint u = byte1(pc.offset1 + (y >> 1u) * pc.stride1 + (x >> 1u));
+            uint v = byte1(pc.offset2 + (y >> 1u) * pc.stride2 + (x >> 1u));
+            o = yuv_rgba(yv, u, v);
+        } else {
+            // NV12, NV21, NV16: a luma plane and an interleaved chroma plane.
+            uint yv = byte0(base + x);
+            uint cy = pc.format == FMT_NV16 ? y : (y >> 1u);
+            uint c = pc.offset1 + cy * pc.stride1 + (x & ~1u);
+            if (pc.format == FMT_NV21) {
+                o = yuv_rgba(yv, byte1(c + 1u), byte1(c));
+            } else {
+                o = yuv_rgba(yv, byte1(c), byte1(c + 1u));
+            }
         }
         store_px(x, y, o);
     }

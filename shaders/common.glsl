@@ -1,6 +1,7 @@
 // Shared by every frameshare compute shader (build.rs prepends it; naga's GLSL front end has no
 // #include). One workgroup of 64 invocations handles one image row `y`:
-//   * it checksums row y of plane 0 and, if plane 1 has a row y, row y of plane 1;
+//   * it checksums row y of plane 0 and, if plane 1 (plane 2) has a row y, row y of plane 1
+//     (plane 2);
 //   * it converts image row y to RGBA8 (pc.convert == 1: tightly packed rows) or to XR24
 //     (pc.convert == 2: bytes B G R X, rows pc.out_stride words apart from word pc.out_offset,
 //     for a display buffer bound as `rgba`).
@@ -9,7 +10,8 @@
 //   word(p, r, i) = little-endian u32 of bytes [4i, 4i+4) of the visible bytes of row r of plane
 //                   p (width * bytes-per-pixel, stride padding excluded), zero-padded past the end;
 //   row_sum(p, r) = sum over i of (2i + 1) * word(p, r, i)                  (wrapping u32);
-//   g(p, r)       = r for plane 0, rows(plane 0) + r for plane 1          (global row index);
+//   g(p, r)       = r for plane 0, rows(plane 0) + r for plane 1, rows(0) + rows(1) + r for
+//                   plane 2                                                 (global row index);
 //   checksum      = sum over (p, r) of (2 g(p, r) + 1) * row_sum(p, r)     (wrapping u32).
 // Odd weights make every single-byte change visible; position weights catch moved words and rows.
 
@@ -19,6 +21,10 @@
 #define FMT_YUYV 3u
 #define FMT_UYVY 4u
 #define FMT_NV12 5u
+#define FMT_NV21 6u // NV12 with V before U
+#define FMT_NV16 7u // NV12 with a chroma row per image row (4:2:2)
+#define FMT_P010 8u // NV12 with 16-bit little-endian samples, the top 8 bits read
+#define FMT_YU12 9u // I420: Y, U, V planes; U and V in plane 1's memory (binding 1)
 
 layout(local_size_x = 64, local_size_y = 1, local_size_z = 1) in;
 
@@ -39,6 +45,10 @@ layout(push_constant) uniform Params {
     uint words1;
     uint out_offset; // convert == 2: first word of the output frame in binding 4
     uint out_stride; // convert == 2: words from output row to output row
+    uint offset2;   // plane 2 (YU12's V), in binding 1
+    uint stride2;
+    uint rowbytes2;
+    uint rows2;     // rows of plane 2 (0: no plane 2)
 } pc;
 
 layout(std430, set = 0, binding = 4) buffer Rgba { uint px[]; } rgba;

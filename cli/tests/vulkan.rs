@@ -73,6 +73,10 @@ fn unaligned_rows_and_other_rgb_formats_verify() {
         ("XB24", "100x50"),
         ("UYVY", "98x20"),
         ("NV12", "34x8"),
+        ("NV21", "34x8"),
+        ("YU12", "34x8"),
+        ("NV16", "34x8"),
+        ("P010", "34x8"),
     ] {
         let s = common::run_json(&[
             "--alloc",
@@ -135,7 +139,11 @@ fn gpu_conversion_matches_the_cpu_png_sink() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("frameshare-vk-png-{}", std::process::id()));
-    for format in ["XR24", "RG24", "YUYV", "UYVY", "NV12"] {
+    // png:DIR makes only DIR itself (a missing parent is an error, not `mkdir -p`).
+    std::fs::create_dir_all(&dir).unwrap();
+    for format in [
+        "XR24", "RG24", "YUYV", "UYVY", "NV12", "NV21", "YU12", "NV16", "P010",
+    ] {
         let cpu = dir.join(format!("{format}-cpu"));
         let gpu = dir.join(format!("{format}-gpu"));
         for (sink, d) in [("png", &cpu), ("vulkan:png", &gpu)] {

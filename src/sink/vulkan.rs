@@ -626,6 +626,12 @@ fn first_difference(layout: &FrameLayout, got: &[u32], want: &[u32]) -> String {
     let rows0 = layout.plane_rows(0) as usize;
     match got.iter().zip(want).position(|(a, b)| a != b) {
         Some(g) if g < rows0 => format!("; first differing row: plane 0 row {g}"),
+        Some(g) if layout.planes().len() > 2 && g >= rows0 + layout.plane_rows(1) as usize => {
+            format!(
+                "; first differing row: plane 2 row {}",
+                g - rows0 - layout.plane_rows(1) as usize
+            )
+        }
         Some(g) => format!("; first differing row: plane 1 row {}", g - rows0),
         None => String::new(),
     }
@@ -662,7 +668,14 @@ mod tests {
     fn expected_checksums_match_a_direct_sum_of_the_generated_rows() {
         use crate::format::Fourcc;
         let mut cache = None;
-        for fourcc in [Fourcc::XR24, Fourcc::RG24, Fourcc::YUYV, Fourcc::NV12] {
+        for fourcc in [
+            Fourcc::XR24,
+            Fourcc::RG24,
+            Fourcc::YUYV,
+            Fourcc::NV12,
+            Fourcc::YU12,
+            Fourcc::P010,
+        ] {
             let layout = FrameLayout::linear(fourcc, 66, 20, 64).unwrap();
             let scene = Scene::new(Pattern::MovingBox, &layout);
             let frame = scene.frame(5);

@@ -5,7 +5,8 @@
 //!   of plane `p` (width × bytes per pixel; stride padding excluded), zero-padded past the end
 //!   (RG24 rows are not a whole number of words);
 //! - `row_sum(p, r) = Σ_i (2i + 1) · word(p, r, i)` (wrapping u32);
-//! - `g(p, r)`: the global row index, `r` for plane 0 and `rows(plane 0) + r` for plane 1;
+//! - `g(p, r)`: the global row index, `r` for plane 0, `rows(plane 0) + r` for plane 1 and
+//!   `rows(plane 0) + rows(plane 1) + r` for plane 2;
 //! - `checksum = Σ_(p, r) (2·g(p, r) + 1) · row_sum(p, r)` (wrapping u32).
 //!
 //! Odd weights make every single-byte change visible (an odd number is invertible mod 2³²), and
@@ -41,7 +42,7 @@ pub fn fold(row_sums: &[u32]) -> u32 {
     })
 }
 
-/// Rows of each plane, in global-row order (the shaders handle at most two planes).
+/// Rows of each plane, in global-row order (the shaders handle up to three planes).
 pub fn plane_rows(layout: &FrameLayout) -> Vec<u32> {
     (0..layout.planes().len())
         .map(|p| layout.plane_rows(p))

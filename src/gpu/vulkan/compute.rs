@@ -60,10 +60,14 @@ pub(crate) struct Params {
     pub(crate) words1: u32,
     pub(crate) out_offset: u32,
     pub(crate) out_stride: u32,
+    pub(crate) offset2: u32,
+    pub(crate) stride2: u32,
+    pub(crate) rowbytes2: u32,
+    pub(crate) rows2: u32,
 }
 
-/// Size of [`Params`] as pushed.
-pub(crate) const PARAMS_SIZE: usize = 64;
+/// Size of [`Params`] as pushed (every device takes 128 bytes of push constants).
+pub(crate) const PARAMS_SIZE: usize = 80;
 
 impl Params {
     /// The block as the shader reads it.
@@ -85,6 +89,10 @@ impl Params {
             self.words1,
             self.out_offset,
             self.out_stride,
+            self.offset2,
+            self.stride2,
+            self.rowbytes2,
+            self.rows2,
         ];
         let mut out = [0u8; PARAMS_SIZE];
         for (i, w) in v.iter().enumerate() {

@@ -173,6 +173,10 @@ pub(crate) fn shader_format(f: Fourcc) -> Result<u32, VulkanError> {
         Fourcc::YUYV => 3,
         Fourcc::UYVY => 4,
         Fourcc::NV12 => 5,
+        Fourcc::NV21 => 6,
+        Fourcc::NV16 => 7,
+        Fourcc::P010 => 8,
+        Fourcc::YU12 => 9,
         other => return Err(VulkanError::unsupported(format!("{other} has no shader"))),
     })
 }

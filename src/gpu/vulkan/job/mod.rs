@@ -240,6 +240,20 @@ fn params(
         u32::try_from(v).map_err(|_| VulkanError::unsupported(format!("{what} {v} exceeds 4 GiB")))
     };
     let two_planes = layout.planes().len() > 1;
+    let three_planes = layout.planes().len() > 2;
+    // The shader reads plane 2 (YU12's V) through plane 1's binding: they must share memory.
+    if three_planes && layout.planes()[2].fd_index != layout.planes()[1].fd_index {
+        return Err(VulkanError::unsupported(format!(
+            "{}: planes 1 and 2 in different memory objects",
+            layout.fourcc()
+        )));
+    }
+    if three_planes && matches!(reads, Reads::Images { .. }) {
+        return Err(VulkanError::unsupported(format!(
+            "{} has no image path",
+            layout.fourcc()
+        )));
+    }
     Ok(Params {
         format: shader_format(layout.fourcc())?,
         width: layout.width(),
@@ -261,6 +275,18 @@ fn params(
         words1: words[1],
         out_offset,
         out_stride,
+        offset2: to32(plane(2).0, "plane 2 offset")?,
+        stride2: plane(2).1,
+        rowbytes2: if three_planes {
+            layout.plane_row_bytes(2) as u32
+        } else {
+            0
+        },
+        rows2: if three_planes {
+            layout.plane_rows(2)
+        } else {
+            0
+        },
     })
 }
 
@@ -294,7 +320,7 @@ impl FrameJob {
         let device = &pipelines.device;
         let placement = conversion_params(&conversion, layout)?;
         let params = params(layout, import.reads, placement)?;
-        let rows = (params.rows0 + params.rows1) as usize;
+        let rows = (params.rows0 + params.rows1 + params.rows2) as usize;
         let rgba_bytes = match conversion {
             Conversion::Rgba => layout.width() as u64 * layout.height() as u64 * 4,
             // A placeholder: the binding must hold some buffer.
