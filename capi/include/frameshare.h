@@ -567,6 +567,26 @@ typedef struct fs_event {
 #define FS_FORMAT_UYVY 1498831189
 
 /**
+ * `DRM_FORMAT_NV21`: 2 planes, Y then interleaved V/U subsampled 2x2.
+ */
+#define FS_FORMAT_NV21 825382478
+
+/**
+ * `DRM_FORMAT_YUV420` (I420, V4L2 `YU12`): 3 planes, Y, U, V, chroma subsampled 2x2.
+ */
+#define FS_FORMAT_YU12 842093913
+
+/**
+ * `DRM_FORMAT_NV16`: 2 planes, Y then interleaved U/V subsampled 2x1.
+ */
+#define FS_FORMAT_NV16 909203022
+
+/**
+ * `DRM_FORMAT_P010`: NV12 with 16-bit little-endian samples, 10 bits in the high bits.
+ */
+#define FS_FORMAT_P010 808530000
+
+/**
  * An allocation from a dma-heap (`/dev/dma_heap/system`, …): a dma-buf.
  */
 #define FS_BUFFER_DMA_HEAP 1
