@@ -54,6 +54,9 @@ pub struct StreamReport {
     pub consumers: Option<ConsumerCounts>,
     /// Times the producer came back (`consume --reconnect`); null for `produce`.
     pub restarts: Option<u32>,
+    /// Buffer layouts the consumer saw (each mid-stream format change adds one); null for
+    /// `produce`.
+    pub formats_seen: Option<u32>,
     /// Whether a signal stopped the command.
     pub stopped: bool,
     /// How the stream ended, when the consumer saw it end; null otherwise.
@@ -93,6 +96,7 @@ impl StreamReport {
             cpu_us_per_frame: None,
             consumers: Some(p.consumers),
             restarts: None,
+            formats_seen: None,
             stopped: p.stopped,
             ended: None,
             error: None,
@@ -121,6 +125,7 @@ impl StreamReport {
             cpu_us_per_frame: Some(c.cpu_us_per_frame),
             consumers: None,
             restarts: Some(c.restarts),
+            formats_seen: Some(c.formats_seen),
             stopped,
             ended: c.ended.clone(),
             error: c.error.clone(),
@@ -146,6 +151,7 @@ impl StreamReport {
             handoff_frames: c.handoff_frames,
             cpu_us_per_frame: c.cpu_us_per_frame,
             restarts: c.restarts,
+            formats_seen: c.formats_seen,
             stopped: p.stopped || c.stopped,
             ended: c.ended.clone(),
             error: c.error.clone(),
@@ -218,6 +224,12 @@ impl StreamReport {
         }
         if let Some(r) = self.restarts.filter(|r| *r > 0) {
             line("restarts", r.to_string());
+        }
+        if let Some(n) = self.formats_seen.filter(|n| *n > 1) {
+            line(
+                "formats seen",
+                format!("{n} (the format changed mid-stream)"),
+            );
         }
         if self.stopped {
             line("stopped", "by a signal".into());
