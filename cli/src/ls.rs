@@ -231,6 +231,7 @@ fn scan_maps(
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return false;
     };
+    let exe = exe_inode(pid);
     let mut seen = std::collections::BTreeSet::new();
     let mut marked = false;
     for l in maps.lines() {
@@ -255,11 +256,13 @@ fn scan_maps(
                 exporter: None,
             });
         } else if let Some((kind, name)) = classify_link(path) {
-            if perms.contains('x') {
-                continue; // code mapped from a memfd (a JIT, a sandbox): not a frame
+            let inode = inode.parse().ok();
+            // Code mapped from a memfd (a JIT, a sandbox), and the rest of a memfd executable's
+            // image (its read-only and data segments): not frames.
+            if perms.contains('x') || (kind == "memfd" && inode.is_some() && inode == exe) {
+                continue;
             }
             marked |= frameshare_name(&name);
-            let inode = inode.parse().ok();
             if !out
                 .iter()
                 .any(|h| h.pid == pid && h.kind == kind && (h.name == name || h.inode == inode))

@@ -700,7 +700,17 @@ fn ls_all_leaves_out_memfd_executables() {
     drop(f);
     let path = format!("/proc/self/fd/{}", ro.as_raw_fd());
     let mut child = Command::new(&path).arg("10").spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // The case under test exists only once the child runs the memfd (after its exec).
+    let exe = format!("/proc/{}/exe", child.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_link(&exe).is_ok_and(|p| p.to_string_lossy().starts_with("/memfd:")) {
+        assert!(
+            Instant::now() < deadline,
+            "the child never ran from its memfd: {:?}",
+            std::fs::read_link(&exe)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let out = status_of(&["ls", "--all", "--json"], 0);
     child.kill().unwrap();
     child.wait().unwrap();
