@@ -14,7 +14,7 @@ use crate::format::{fourcc_names, FormatModifier, Fourcc, Modifier};
 use crate::sink::{FrameIn, FrameOut, HeldRelease, Sink, SinkCaps, SinkError, StreamInfo};
 
 /// Formats the conversion reads (the compute shaders' inputs), LINEAR.
-pub(super) const CONVERTIBLE: [Fourcc; 8] = [
+pub(super) const CONVERTIBLE: [Fourcc; 12] = [
     Fourcc::XR24,
     Fourcc::AR24,
     Fourcc::XB24,
@@ -23,6 +23,10 @@ pub(super) const CONVERTIBLE: [Fourcc; 8] = [
     Fourcc::YUYV,
     Fourcc::UYVY,
     Fourcc::NV12,
+    Fourcc::NV21,
+    Fourcc::NV16,
+    Fourcc::P010,
+    Fourcc::YU12,
 ];
 
 /// Why the conversion in front of the plane cannot take a buffer.
