@@ -1,10 +1,14 @@
 //! `bench --export csv|md`, `--plot FILE.svg` and `--baseline FILE`: the benchmark's latency
 //! distributions as a table a spreadsheet or a README takes, as a box plot per backend and size,
 //! and compared with an earlier run's `--json`. Everything reads the report as JSON (the
-//! `--json` shape), so an earlier run's file and this run are read the same way.
+//! `--json` shape), so an earlier run's file and this run are read the same way. The `bench`
+//! command reaches all of it through [`ExportArgs`] (flattened into its arguments): the
+//! baseline is read before measuring, the output rendered and the plot written after.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -379,6 +383,102 @@ pub fn svg(rows: &[Row], title: &str) -> Result<String, String> {
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// `bench --export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Export {
+    /// Comma-separated values, a header line first.
+    Csv,
+    /// A Markdown table.
+    Md,
+}
+
+/// The options this module adds to `bench` (flattened into its arguments).
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Print the latency distributions (floor, every backend and size, the copying
+    /// baselines: min, quartiles, mean, σ, p99, max) as CSV or a Markdown table instead of
+    /// the report.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub export: Option<Export>,
+    /// Also draw the latency distributions as box plots per backend and size into this
+    /// SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Compare with an earlier run's `bench --json` output: each cell's median then and
+    /// now, and whether it moved beyond both runs' spread.
+    #[arg(long, value_name = "FILE.json")]
+    pub baseline: Option<PathBuf>,
+}
+
+/// An earlier run, read from `--baseline FILE`.
+#[derive(Debug)]
+pub struct Baseline {
+    file: String,
+    rows: Vec<Row>,
+}
+
+impl ExportArgs {
+    /// Reads `--baseline`, if given. Called before measuring, so that an unreadable file is a
+    /// usage error at once rather than after minutes of measuring.
+    pub fn load_baseline(&self) -> Result<Option<Baseline>, String> {
+        let Some(path) = &self.baseline else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--baseline {}: {e}", path.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "--baseline {}: not a `bench --json` report: {e}",
+                path.display()
+            )
+        })?;
+        Ok(Some(Baseline {
+            file: path.display().to_string(),
+            rows: rows(&v),
+        }))
+    }
+
+    /// What `bench` prints for a finished run: `report` is its `--json` value and `text` its
+    /// table; `json` asks for the JSON (with the baseline comparison added as `baseline`).
+    pub fn render(
+        &self,
+        mut report: Value,
+        text: &str,
+        json: bool,
+        baseline: Option<&Baseline>,
+    ) -> Result<String, serde_json::Error> {
+        let now = rows(&report);
+        let changes = baseline.map(|b| compare(&b.rows, &now));
+        Ok(match (self.export, json) {
+            (Some(Export::Csv), _) => csv(&now),
+            (Some(Export::Md), _) => markdown(&now),
+            (None, true) => {
+                if let Some(c) = &changes {
+                    report["baseline"] = serde_json::to_value(c)?;
+                }
+                serde_json::to_string_pretty(&report)? + "\n"
+            }
+            (None, false) => {
+                let mut s = format!("{text}{}", spread_table(&now));
+                if let (Some(b), Some(c)) = (baseline, &changes) {
+                    s += &changes_table(&b.file, c);
+                }
+                s
+            }
+        })
+    }
+
+    /// Writes the `--plot` SVG of `report` (its `--json` value), if asked; returns its path.
+    pub fn write_plot(&self, report: &Value, title: &str) -> anyhow::Result<Option<&Path>> {
+        let Some(path) = &self.plot else {
+            return Ok(None);
+        };
+        let svg = svg(&rows(report), title).map_err(anyhow::Error::msg)?;
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        Ok(Some(path))
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ mod top;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit statuses, as `--help` and the README state them.
@@ -211,15 +211,6 @@ mod bench_args {
         Buffer,
     }
 
-    /// `bench --export`.
-    #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-    pub enum Export {
-        /// Comma-separated values, a header line first.
-        Csv,
-        /// A Markdown table.
-        Md,
-    }
-
     use crate::args::Sizes;
 
     /// `frameshare bench` options.
@@ -262,19 +253,9 @@ mod bench_args {
         /// Generator pattern.
         #[arg(long, default_value = "box", value_parser = crate::args::pattern())]
         pub pattern: frameshare::source::Pattern,
-        /// Print the latency distributions (floor, every backend and size, the copying
-        /// baselines: min, quartiles, mean, σ, p99, max) as CSV or a Markdown table instead of
-        /// the report.
-        #[arg(long, value_enum, value_name = "FORMAT")]
-        pub export: Option<Export>,
-        /// Also draw the latency distributions as box plots per backend and size into this
-        /// SVG file.
-        #[arg(long, value_name = "FILE.svg")]
-        pub plot: Option<std::path::PathBuf>,
-        /// Compare with an earlier run's `bench --json` output: each cell's median then and
-        /// now, and whether it moved beyond both runs' spread.
-        #[arg(long, value_name = "FILE.json")]
-        pub baseline: Option<std::path::PathBuf>,
+        /// `--export`, `--plot`, `--baseline`.
+        #[command(flatten)]
+        pub export: crate::bench_export::ExportArgs,
         /// Internal: be the benchmark's producer peer on this inherited control socket.
         #[arg(long, hide = true)]
         pub peer_fd: Option<i32>,
@@ -446,54 +427,26 @@ fn bench_cmd(args: &bench_args::BenchArgs, verbosity: logging::Verbosity) -> Res
         return bench_vulkan_only(args, &opts);
     }
     // An unreadable baseline is found before minutes of measuring, not after.
-    let baseline = match &args.baseline {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| usage(format!("--baseline {}: {e}", path.display())))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                usage(format!(
-                    "--baseline {}: not a `bench --json` report: {e}",
-                    path.display()
-                ))
-            })?;
-            Some((path.display().to_string(), bench_export::rows(&v)))
-        }
-        None => None,
-    };
+    let baseline = args.export.load_baseline().map_err(usage)?;
     let report = bench::run(&opts).map_err(|e| match e {
         bench::BenchError::Usage(why) => usage(why),
         e => e.into(),
     })?;
     let value = serde_json::to_value(&report)?;
-    let rows = bench_export::rows(&value);
-    let changes = baseline
-        .as_ref()
-        .map(|(_, before)| bench_export::compare(before, &rows));
-    match (args.export, args.json) {
-        (Some(bench_args::Export::Csv), _) => out!("{}", bench_export::csv(&rows)),
-        (Some(bench_args::Export::Md), _) => out!("{}", bench_export::markdown(&rows)),
-        (None, true) => {
-            let mut value = value;
-            if let Some(c) = &changes {
-                value["baseline"] = serde_json::to_value(c)?;
-            }
-            outln!("{}", serde_json::to_string_pretty(&value)?);
-        }
-        (None, false) => {
-            out!("{report}");
-            out!("{}", bench_export::spread_table(&rows));
-            if let (Some((file, _)), Some(c)) = (&baseline, &changes) {
-                out!("{}", bench_export::changes_table(file, c));
-            }
-        }
-    }
-    if let Some(path) = &args.plot {
-        let title = format!(
-            "frameshare bench: handoff latency ({} frames, paced {} µs)",
-            report.frames, report.pace_us
-        );
-        let svg = bench_export::svg(&rows, &title).map_err(anyhow::Error::msg)?;
-        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    out!(
+        "{}",
+        args.export.render(
+            value.clone(),
+            &report.to_string(),
+            args.json,
+            baseline.as_ref()
+        )?
+    );
+    let title = format!(
+        "frameshare bench: handoff latency ({} frames, paced {} µs)",
+        report.frames, report.pace_us
+    );
+    if let Some(path) = args.export.write_plot(&value, &title)? {
         if !verbosity.quiet {
             eprintln!("frameshare: wrote the latency plot to {}", path.display());
         }
