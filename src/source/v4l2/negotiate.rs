@@ -115,11 +115,11 @@ impl V4l2Source {
             }
             .into_iter()
             .find(|f| offered.contains(f))
-                .ok_or_else(|| V4l2Error::Format {
-                    path: self.path.clone(),
-                    why: format!("no V4L2 format matches {want}"),
-                    offered: offered_names(),
-                })?,
+            .ok_or_else(|| V4l2Error::Format {
+                path: self.path.clone(),
+                why: format!("no V4L2 format matches {want}"),
+                offered: offered_names(),
+            })?,
             None => FORMAT_MAP
                 .iter()
                 .map(|(v, _)| u32::from_le_bytes(**v))
