@@ -101,6 +101,7 @@ fn summary_has_exactly_the_documented_keys() {
             "elapsed_s",
             "ended",
             "error",
+            "formats_seen",
             "fps",
             "frames_converted",
             "frames_delivered",
