@@ -1,7 +1,7 @@
 //! `frameshare explain`: would a buffer of this format, size, modifier and kind work here —
 //! made by this machine's allocator, imported by its Vulkan device, scanned out by its display
 //! — and if not, why. Exit 0 when it would (every part asked about), 1 when not, 2 for input
-//! that is not a question (clap refuses it while parsing).
+//! that is not a question (clap refuses it while parsing; a size the format cannot have).
 
 use anyhow::Result;
 use clap::Args;
@@ -166,6 +166,13 @@ fn kms(want: FormatModifier) -> KmsAnswer {
 /// Runs `explain`; the exit status is the verdict.
 pub fn explain(args: &ExplainArgs) -> Result<i32> {
     let Size(width, height) = args.size;
+    // A size the format cannot have (an odd width for a 4:2:0 format) is not a question but a
+    // usage error, as `run` says it. A fourcc frameshare does not know stays a "no": it may be a
+    // real DRM format, only not one of ours.
+    if args.fourcc.info().is_some() {
+        frameshare::format::FrameLayout::linear(args.fourcc, width, height, args.stride_align)
+            .map_err(crate::usage)?;
+    }
     let alloc = allocator(&args.alloc);
     let mut works = alloc.available;
     #[allow(unused_mut)]

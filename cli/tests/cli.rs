@@ -429,6 +429,13 @@ fn explain_tells_no_from_bad_input() {
     let text = stdout(&out);
     assert!(text.contains("unsupported fourcc FOOO"), "{text}");
     assert!(!text.contains("no Vulkan device"), "{text}");
+    // A size the format cannot have is bad input (2), said as `run` says it, not a "no".
+    let out = status_of(&["explain", "YU12", "641x480", "--alloc", "memfd"], 2);
+    assert!(
+        stderr(&out).contains("width must be even"),
+        "{}",
+        stderr(&out)
+    );
     // A modifier by name is understood and printed by name.
     let out = frameshare(&[
         "explain",
