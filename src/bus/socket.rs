@@ -96,7 +96,10 @@ fn sys(op: &'static str) -> impl FnOnce(Errno) -> ChannelError {
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
+    /// Where messages are received (`MAX_MESSAGE` bytes once used).
     buf: Vec<u8>,
+    /// Where messages are encoded to be sent (kept apart, so a send never shrinks `buf`).
+    out: Vec<u8>,
 }
 
 impl Channel {
@@ -116,7 +119,8 @@ impl Channel {
     pub fn from_fd(fd: OwnedFd) -> Channel {
         Channel {
             fd,
-            buf: Vec::with_capacity(MAX_MESSAGE),
+            buf: Vec::new(),
+            out: Vec::with_capacity(64),
         }
     }
 
@@ -155,8 +159,8 @@ impl Channel {
             "{} sent with wrong fd count",
             msg.name()
         );
-        msg.encode(&mut self.buf);
-        send_datagram(self.fd.as_fd(), &self.buf, fds, SendFlags::empty())
+        msg.encode(&mut self.out);
+        send_datagram(self.fd.as_fd(), &self.out, fds, SendFlags::empty())
             .map(|sent| debug_assert!(sent))
     }
 
@@ -173,8 +177,8 @@ impl Channel {
             "{} sent with wrong fd count",
             msg.name()
         );
-        msg.encode(&mut self.buf);
-        send_datagram(self.fd.as_fd(), &self.buf, fds, SendFlags::DONTWAIT)
+        msg.encode(&mut self.out);
+        send_datagram(self.fd.as_fd(), &self.out, fds, SendFlags::DONTWAIT)
     }
 
     /// The credentials of the process at the other end, as the kernel recorded them when the
@@ -221,51 +225,15 @@ impl Channel {
         &mut self,
         flags: RecvFlags,
     ) -> Result<Option<(Message, Vec<OwnedFd>)>, ChannelError> {
-        self.buf.resize(MAX_MESSAGE, 0);
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let mut reset = false;
-        let got = loop {
-            match rustix::net::recvmsg(
-                &self.fd,
-                &mut [IoSliceMut::new(&mut self.buf)],
-                &mut control,
-                flags | RecvFlags::CMSG_CLOEXEC,
-            ) {
-                Ok(r) => break r,
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) => return Ok(None),
-                // A peer that closes with our messages unread resets the connection, but what
-                // it sent before (a Bye with its reason, say) is still queued: the error is
-                // reported once, so read on.
-                Err(Errno::CONNRESET) if !reset => reset = true,
-                Err(Errno::CONNRESET) => return Err(ChannelError::PeerClosed),
-                Err(errno) => {
-                    return Err(ChannelError::Sys {
-                        op: "recvmsg",
-                        path: None,
-                        errno,
-                    })
-                }
-            }
+        // Sized once: the send path encodes into its own buffer, so this is never shrunk and
+        // re-zeroed between frames.
+        if self.buf.len() != MAX_MESSAGE {
+            self.buf.resize(MAX_MESSAGE, 0);
+        }
+        let Some((len, fds)) = recv_datagram(self.fd.as_fd(), &mut self.buf, flags)? else {
+            return Ok(None);
         };
-        // Take ownership of every fd first, so each return below closes them.
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        for m in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(rights) = m {
-                fds.extend(rights);
-            }
-        }
-        if got.flags.contains(ReturnFlags::CTRUNC) {
-            return Err(ctrunc_cause(fds.len()));
-        }
-        if got.flags.contains(ReturnFlags::TRUNC) {
-            return Err(ChannelError::Truncated);
-        }
-        if got.bytes == 0 && fds.is_empty() {
-            return Err(ChannelError::PeerClosed);
-        }
-        let msg = Message::decode(&self.buf[..got.bytes], fds.len())?;
+        let msg = Message::decode(&self.buf[..len], fds.len())?;
         Ok(Some((msg, fds)))
     }
 
@@ -281,9 +249,12 @@ impl Channel {
 /// checks (may the peer attach this SysV segment?) take it.
 pub use crate::buffer::Credentials;
 
-/// Sends one datagram with its fds. `Ok(false)` only with `DONTWAIT`, when the peer's queue is
-/// full (nothing sent).
-pub(crate) fn send_datagram(
+/// Sends one datagram (one `sendmsg`) with its fds as `SCM_RIGHTS` (at most [`MAX_FDS`]).
+/// `Ok(false)` only with `DONTWAIT`, when the peer's queue is full (nothing sent). `EINTR` is
+/// retried; a closed peer is [`ChannelError::PeerClosed`]. For raw datagrams outside the frame
+/// protocol (a benchmark's own ping, a control socket); frameshare messages go through a
+/// [`Channel`].
+pub fn send_datagram(
     fd: BorrowedFd<'_>,
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
@@ -314,6 +285,63 @@ pub(crate) fn send_datagram(
             }
         }
     }
+}
+
+/// Receives one datagram (one `recvmsg`) into `buf`, with up to [`MAX_FDS`] fds, which become
+/// `OwnedFd`s at once (close-on-exec). Returns its length and the fds; `Ok(None)` only with
+/// `DONTWAIT` when nothing is waiting. Truncated data or control (`MSG_TRUNC`, `MSG_CTRUNC`) is
+/// an error; so is an empty datagram without fds, which is how a closed peer reads
+/// ([`ChannelError::PeerClosed`]). A reset connection is reported once, after what the peer
+/// sent before it went.
+pub fn recv_datagram(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+) -> Result<Option<(usize, Vec<OwnedFd>)>, ChannelError> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut reset = false;
+    let got = loop {
+        match rustix::net::recvmsg(
+            fd,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            flags | RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(r) => break r,
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) => return Ok(None),
+            // A peer that closes with our messages unread resets the connection, but what
+            // it sent before (a Bye with its reason, say) is still queued: the error is
+            // reported once, so read on.
+            Err(Errno::CONNRESET) if !reset => reset = true,
+            Err(Errno::CONNRESET) => return Err(ChannelError::PeerClosed),
+            Err(errno) => {
+                return Err(ChannelError::Sys {
+                    op: "recvmsg",
+                    path: None,
+                    errno,
+                })
+            }
+        }
+    };
+    // Take ownership of every fd first, so each return below closes them.
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = m {
+            fds.extend(rights);
+        }
+    }
+    if got.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(ctrunc_cause(fds.len()));
+    }
+    if got.flags.contains(ReturnFlags::TRUNC) {
+        return Err(ChannelError::Truncated);
+    }
+    if got.bytes == 0 && fds.is_empty() {
+        return Err(ChannelError::PeerClosed);
+    }
+    Ok(Some((got.bytes, fds)))
 }
 
 /// Whose fault a `MSG_CTRUNC` is. The kernel sets it when the peer sent more fds than our
