@@ -253,6 +253,12 @@ mod bench_args {
         /// Generator pattern.
         #[arg(long, default_value = "box", value_parser = crate::args::pattern())]
         pub pattern: frameshare::source::Pattern,
+        /// Consumer counts of the fan-out section, comma-separated (`none`: no fan-out).
+        #[arg(long, default_value = "1,2,4,8")]
+        pub fan_out: String,
+        /// Also measure GStreamer's shmsink → shmsrc pair (needs gst-launch-1.0).
+        #[arg(long)]
+        pub gstreamer: bool,
         /// `--export`, `--plot`, `--baseline`.
         #[command(flatten)]
         pub export: crate::bench_export::ExportArgs,
@@ -416,6 +422,18 @@ fn bench_cmd(args: &bench_args::BenchArgs, verbosity: logging::Verbosity) -> Res
     opts.buffers = args.buffers;
     opts.pace = Duration::from_micros(args.pace_us);
     opts.pattern = args.pattern;
+    opts.fan_out = match args.fan_out.trim() {
+        "none" | "" => Vec::new(),
+        list => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .map_err(|e| usage(format!("--fan-out {n:?}: {e}")))
+            })
+            .collect::<Result<_>>()?,
+    };
+    opts.gstreamer = args.gstreamer;
     opts.progress = !verbosity.quiet && std::io::stderr().is_terminal();
     opts.vulkan = args.vulkan;
     #[cfg(not(feature = "vulkan"))]

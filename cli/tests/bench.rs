@@ -1,7 +1,8 @@
 //! Smoke test of `frameshare bench`: tiny frames and few ping-pongs, checking the report's
 //! structure and invariants (every ratio finite and positive, the copying baselines copy bytes
 //! while the zero-copy paths copy none, nothing allocated, mapped or imported after warm-up,
-//! every verified frame right). Never asserts timings: those depend on the machine.
+//! every verified frame right, one fan-out row per consumer count with a figure per consumer,
+//! every target consistent with its limit). Never asserts timings: those depend on the machine.
 
 mod common;
 
@@ -73,6 +74,7 @@ fn bench_json_report_is_complete_and_consistent() {
     assert!(floor["samples"].as_u64().unwrap() > 0);
     latency_ok(floor);
     positive(floor, "consumer_cpu_us_per_frame");
+    positive(floor, "producer_cpu_us_per_frame");
 
     // a. One handoff row per (alloc, size); zero copy copies nothing.
     let handoff = r["handoff"].as_array().unwrap();
@@ -158,6 +160,65 @@ fn bench_json_report_is_complete_and_consistent() {
     }
     assert_eq!(a["zero"], true);
 
+    // f. A handoff's cost with nothing drawn, per zero-copy cell, each side against the floor.
+    let cost = r["static_cost"].as_array().unwrap();
+    assert_eq!(cost.len(), handoff.len());
+    for c in cost {
+        latency_ok(c);
+        for k in [
+            "p50_vs_floor",
+            "consumer_cpu_us_per_frame",
+            "consumer_vs_floor",
+            "producer_cpu_us_per_frame",
+            "producer_vs_floor",
+            "unpaced_fps",
+            "unpaced_consumer_cpu_us_per_frame",
+            "unpaced_producer_cpu_us_per_frame",
+        ] {
+            positive(c, k);
+        }
+    }
+
+    // g. Fan-out: 1, 2, 4, 8 consumers, each with its own figures; the growth per consumer is
+    // said from two consumers on.
+    let fan = r["fan_out"].as_array().unwrap();
+    let counts: Vec<u64> = fan.iter().map(|f| f["consumers"].as_u64().unwrap()).collect();
+    assert_eq!(counts, [1, 2, 4, 8]);
+    for f in fan {
+        let n = f["consumers"].as_u64().unwrap();
+        let each = f["per_consumer"].as_array().unwrap();
+        assert_eq!(each.len() as u64, n, "{f}");
+        for (i, c) in each.iter().enumerate() {
+            assert_eq!(c["index"], i + 1);
+            latency_ok(c);
+            positive(c, "cpu_us_per_frame");
+        }
+        positive(f, "producer_cpu_us_per_frame");
+        positive(f, "unpaced_fps");
+        positive(f, "last_p50_vs_lone");
+        assert_eq!(f["producer_cpu_us_per_extra_consumer"].is_null(), n == 1, "{f}");
+    }
+    assert_eq!(num(&fan[0], "last_p50_vs_lone"), 1.0);
+
+    // h. GStreamer was not asked for.
+    assert_eq!(r["gstreamer"], serde_json::json!([]));
+
+    // i. Seven targets, each consistent with its own limit; only GStreamer's is unmeasured.
+    let targets = r["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 7);
+    for t in targets {
+        let limit = num(t, "limit");
+        match (t["value"].as_f64(), t["op"].as_str().unwrap()) {
+            (Some(v), "<=") => assert_eq!(t["met"], v <= limit, "{t}"),
+            (Some(v), ">=") => assert_eq!(t["met"], v >= limit, "{t}"),
+            (None, _) => {
+                assert!(t["what"].as_str().unwrap().contains("GStreamer"), "{t}");
+                assert!(t["met"].is_null());
+            }
+            (_, op) => panic!("unknown op {op} in {t}"),
+        }
+    }
+
     // The Vulkan hook is empty and says so.
     assert!(r["vulkan"].is_null());
     assert!(r["vulkan_note"]
@@ -177,6 +238,10 @@ fn bench_table_has_every_section() {
         "c. fps",
         "d. copying baselines",
         "e. after warm-up",
+        "f. per frame with a static source",
+        "g. fan-out",
+        "h. GStreamer shm: not measured",
+        "i. targets",
         "vulkan: not measured",
     ] {
         assert!(text.contains(needle), "no {needle:?} in:\n{text}");

@@ -39,6 +39,17 @@ pub(super) enum ToPeer {
         height: u32,
         pattern: String,
     },
+    /// Allocate a pool and publish it at `path` to `consumers` subscribers, which connect one
+    /// after the other (the fan-out section); ready once all of them joined.
+    FanOut {
+        cell: usize,
+        path: std::path::PathBuf,
+        consumers: usize,
+        alloc: String,
+        width: u32,
+        height: u32,
+        buffers: usize,
+    },
     /// Copy frames into the attached ring memfd; notify on the attached socket.
     Ring {
         cell: usize,
@@ -52,6 +63,7 @@ pub(super) enum ToPeer {
     Run {
         cell: usize,
         mode: Mode,
+        draw: Draw,
         frames: u64,
         pace_ns: u64,
     },
@@ -70,6 +82,18 @@ pub(super) enum Mode {
     InProcess,
 }
 
+/// What the producer writes into each frame before it hands it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Draw {
+    /// The run's generator pattern, stamped with the frame's sequence number.
+    Pattern,
+    /// Nothing: the buffer goes out as it is (a static source; what a handoff costs alone).
+    Nothing,
+    /// Every byte of the frame cleared to black, as GStreamer's `videotestsrc pattern=black`
+    /// does (the same work per frame as the GStreamer producer it is compared with).
+    Clear,
+}
+
 /// What the peer answers.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum FromPeer {
@@ -79,6 +103,8 @@ pub(super) enum FromPeer {
     Done {
         cell: usize,
         elapsed_ns: u64,
+        /// The peer thread's CPU time over the batch.
+        cpu_ns: u64,
         counters: Counters,
         bytes_copied: u64,
         late: u64,

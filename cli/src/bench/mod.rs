@@ -66,7 +66,11 @@
 
 mod control;
 mod driver;
+mod fanout;
+mod figures;
+mod gst;
 mod peer;
+mod plan;
 mod report;
 mod stats;
 mod table;
@@ -87,11 +91,10 @@ use frameshare::sink::SinkError;
 use frameshare::source::Pattern;
 
 use control::{seqpacket_pair, Ctl, ToPeer};
-use driver::{Batch, Driver, DriverEnd, PeerProcess};
+use driver::{Driver, PeerProcess};
 pub use peer::peer;
 use report::{report, ReportInputs};
-pub use report::{BenchReport, SkippedAlloc};
-use stats::split;
+pub use report::{BenchReport, FpsFigure, HandoffFigure, SizeScaling, SkippedAlloc};
 pub use vulkan::{VulkanFigures, VULKAN_NOT_MEASURED};
 
 /// The pixel format every cell uses.
@@ -109,10 +112,13 @@ pub const FLOOR_PONG_BYTES: usize = 28;
 pub const PIPE_CAPACITY: usize = 1 << 20;
 /// Slots in the shared-ring baseline.
 pub const RING_SLOTS: usize = 2;
-/// The acceptance limit: handoff p50 at the largest size over that at the smallest.
-pub const SIZE_SCALING_LIMIT: f64 = 1.5;
+/// The limit: handoff p50 at the largest size over that at the smallest (issue 15: 4K ÷ 480p).
+pub const SIZE_SCALING_LIMIT: f64 = 1.1;
 /// The allocators `--allocs auto` tries, best first; those this machine lacks are skipped.
 pub const AUTO_ALLOCS: [&str; 5] = ["dma-heap", "udmabuf", "memfd", "posix-shm", "sysv-shm"];
+
+/// The default consumer counts of the fan-out section.
+pub const DEFAULT_FAN_OUT: [usize; 4] = [1, 2, 4, 8];
 
 /// The default pace of latency batches: longer than drawing the largest default frame takes
 /// here, so that every handoff, at every size, comes after the same idle time.
@@ -218,6 +224,11 @@ pub struct BenchOptions {
     /// Also measure Vulkan import vs a staging copy (`bench_vulkan::figures`); why it measured
     /// nothing becomes the report's [`BenchReport::vulkan_note`].
     pub vulkan: bool,
+    /// Consumer counts of the fan-out section (one producer, that many subscribers, the first
+    /// allocator and size); empty: no fan-out section.
+    pub fan_out: Vec<usize>,
+    /// Also measure GStreamer's shmsink → shmsrc pair (if `gst-launch-1.0` is installed).
+    pub gstreamer: bool,
 }
 
 impl BenchOptions {
@@ -236,6 +247,8 @@ impl BenchOptions {
             peer_exe,
             peer_args,
             vulkan: false,
+            fan_out: DEFAULT_FAN_OUT.to_vec(),
+            gstreamer: false,
         }
     }
 }
@@ -278,6 +291,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     if opts.buffers == 0 {
         return Err(BenchError::Usage("the pool needs at least 1 buffer".into()));
     }
+    if opts.fan_out.contains(&0) {
+        return Err(BenchError::Usage(
+            "a fan-out cell needs at least 1 consumer".into(),
+        ));
+    }
     for &s in &opts.sizes {
         layout_of(s)?;
     }
@@ -308,65 +326,55 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     drop(theirs);
     let mut d = Driver::new(Ctl::new(ours), opts.pace, opts.pattern);
 
-    // Cells: the floor, zero-copy per (alloc, size), then the baselines per size.
+    // Cells: the floor, zero-copy per (alloc, size), the baselines per size, the fan-out cells
+    // (the first allocator and size), the GStreamer pairs (per size, if asked for).
+    let mut cells = plan::Cells {
+        floor: d.cells.len(),
+        ..Default::default()
+    };
     d.add_floor()?;
     for a in &allocs {
         for &s in &opts.sizes {
+            cells.zero_copy.push(d.cells.len());
             d.add_zero_copy(a, s, opts.buffers)?;
         }
     }
     for &s in &opts.sizes {
+        cells.baselines.push(d.cells.len());
         d.add_pipe(s)?;
+        cells.baselines.push(d.cells.len());
         d.add_ring(s)?;
     }
-    let zero_copy: Vec<usize> = (0..d.cells.len())
-        .filter(|&i| matches!(d.cells[i].end, DriverEnd::ZeroCopy(_)))
-        .collect();
-    let latency_cells: Vec<usize> = (1..d.cells.len()).collect();
-
-    // The plan: warm-up, then interleaved rounds.
-    let mut plan: Vec<(usize, Batch, u64, bool)> = Vec::new();
-    plan.push((0, Batch::Latency, warmup, true));
-    for &i in &latency_cells {
-        plan.push((i, Batch::Latency, warmup, true));
+    for &n in &opts.fan_out {
+        cells.fan_out.push(d.cells.len());
+        d.add_fan_out(&allocs[0], opts.sizes[0], opts.buffers, n)?;
     }
-    for &i in &zero_copy {
-        plan.push((i, Batch::Verify, warmup, true));
-        plan.push((i, Batch::Pipelined, warmup, true));
-        plan.push((i, Batch::InProcess, warmup, true));
-    }
-    let lat = split(opts.frames, rounds);
-    let ver = split(verify_frames, rounds);
-    let fps = split(fps_frames, rounds);
-    for r in 0..rounds as usize {
-        let mut order = latency_cells.clone();
-        if r % 2 == 1 {
-            order.reverse();
-        }
-        if let Some(&n) = lat.get(r) {
-            for &i in &order {
-                plan.push((0, Batch::Latency, n.div_ceil(3), false));
-                plan.push((i, Batch::Latency, n, false));
-            }
-        }
-        if let Some(&n) = ver.get(r) {
-            for &i in &zero_copy {
-                plan.push((i, Batch::Verify, n, false));
-            }
-        }
-        if let Some(&n) = fps.get(r) {
-            for &i in &zero_copy {
-                let pair = if r % 2 == 0 {
-                    [Batch::Pipelined, Batch::InProcess]
-                } else {
-                    [Batch::InProcess, Batch::Pipelined]
-                };
-                for b in pair {
-                    plan.push((i, b, n, false));
+    let mut gstreamer_note = None;
+    if opts.gstreamer {
+        match gst::Gst::find() {
+            Ok(g) => {
+                gstreamer_note = Some(g.version.clone());
+                for (k, &s) in opts.sizes.iter().enumerate() {
+                    cells.gstreamer.push((d.cells.len(), cells.zero_copy[k]));
+                    d.add_gst(g.clone(), s)?;
                 }
             }
+            Err(why) => gstreamer_note = Some(format!("not measured: {why}")),
         }
     }
+
+    let frames = plan::Frames {
+        latency: opts.frames,
+        verify: verify_frames,
+        fps: fps_frames,
+        warmup,
+        gstreamer: plan::gstreamer_frames,
+        gstreamer_rounds: plan::GSTREAMER_ROUNDS.min(rounds),
+    };
+    let plan = plan::build(&cells, frames, rounds, |i| {
+        let (w, h) = d.cells[i].size;
+        w as usize * h as usize
+    });
 
     let bar = if opts.progress {
         let b = indicatif::ProgressBar::new(plan.iter().map(|p| p.2).sum());
@@ -430,6 +438,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             pattern: opts.pattern,
             vulkan,
             vulkan_note,
+            gstreamer_note,
+            cells,
             elapsed_s: start.elapsed().as_secs_f64(),
         },
     ))

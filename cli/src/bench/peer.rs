@@ -14,7 +14,9 @@ use frameshare::format::FrameLayout;
 use frameshare::pipeline::pattern_name;
 use frameshare::source::{Generator, Pattern};
 
-use super::control::{recv_dgram, send_dgram, take_fds, write_all, Ctl, FromPeer, Mode, ToPeer};
+use super::control::{
+    recv_dgram, send_dgram, take_fds, thread_cpu_ns, write_all, Ctl, Draw, FromPeer, Mode, ToPeer,
+};
 use super::{
     layout_of, parse_pattern, ring_layout, BenchError, FLOOR_PING_BYTES, FLOOR_PONG_BYTES,
     FRAME_PATIENCE, PIPE_HEADER_BYTES,
@@ -73,17 +75,26 @@ enum PeerCell {
     },
 }
 
-/// Takes a buffer and draws frame `seq` into it.
+/// Takes a buffer and draws frame `seq` into it (or not, as `draw` says).
 fn zero_copy_fill<'p>(
     producer: &'p mut Publisher,
     generator: &mut Generator,
+    draw: Draw,
     seq: u64,
 ) -> Result<frameshare::bus::Loan<'p>, BenchError> {
     let mut loan = producer
         .loan()?
         .ok_or_else(|| BenchError::Peer("the producer dropped a frame".into()))?;
     let id = loan.id();
-    generator.fill(id, &mut loan.write()?, seq);
+    match draw {
+        Draw::Pattern => generator.fill(id, &mut loan.write()?, seq),
+        Draw::Nothing => {}
+        Draw::Clear => {
+            loan.write()?.bytes_mut(0).fill(0);
+            // Its next pattern frame is drawn whole, not just the rows that changed.
+            generator.forget(id);
+        }
+    }
     Ok(loan)
 }
 
@@ -110,16 +121,30 @@ fn sleep_until(deadline: Instant) -> bool {
 }
 
 impl PeerCell {
-    /// Runs one batch; returns the pixel bytes it copied and how many frames were handed over
-    /// late. In ping-pong batches each frame is handed over `pace` after the previous one came
+    /// Runs one batch; says how many pixel bytes it copied, how many frames were handed over
+    /// late, and the CPU time its pacing took. In ping-pong batches each frame is handed over `pace` after the previous one came
     /// back, or when it is ready if that is later (a late frame: drawing it took longer).
-    fn run(&mut self, mode: Mode, frames: u64, pace: Duration) -> Result<(u64, u64), BenchError> {
+    fn run(
+        &mut self,
+        mode: Mode,
+        draw: Draw,
+        frames: u64,
+        pace: Duration,
+    ) -> Result<Ran, BenchError> {
         let mut copied = 0u64;
         let mut late = 0u64;
+        // The pacing sleep is the source's, not the handoff's: its CPU (the nanosleep, the
+        // timer's wake-up) is measured and left out of the batch's CPU time.
+        let mut pacing_cpu_ns = 0u64;
         let mut pace_until = |deadline: Instant| {
-            if !sleep_until(deadline) && !pace.is_zero() {
+            if pace.is_zero() {
+                return;
+            }
+            let cpu0 = thread_cpu_ns();
+            if !sleep_until(deadline) {
                 late += 1;
             }
+            pacing_cpu_ns += thread_cpu_ns() - cpu0;
         };
         let mut released = Instant::now();
         match self {
@@ -144,7 +169,7 @@ impl PeerCell {
                     for _ in 0..frames {
                         drain(producer)?;
                         released = Instant::now();
-                        let loan = zero_copy_fill(producer, generator, *seq)?;
+                        let loan = zero_copy_fill(producer, generator, draw, *seq)?;
                         pace_until(released + pace);
                         loan.publish(*seq)?;
                         *seq += 1;
@@ -153,7 +178,7 @@ impl PeerCell {
                 }
                 Mode::Pipelined => {
                     for _ in 0..frames {
-                        zero_copy_fill(producer, generator, *seq)?.publish(*seq)?;
+                        zero_copy_fill(producer, generator, draw, *seq)?.publish(*seq)?;
                         *seq += 1;
                     }
                     drain(producer)?;
@@ -161,7 +186,7 @@ impl PeerCell {
                 Mode::InProcess => {
                     for _ in 0..frames {
                         // Drawn and not sent: the loan goes back unpublished.
-                        drop(zero_copy_fill(producer, generator, *seq)?);
+                        drop(zero_copy_fill(producer, generator, draw, *seq)?);
                         *seq += 1;
                     }
                 }
@@ -217,8 +242,58 @@ impl PeerCell {
                 }
             }
         }
-        Ok((copied, late))
+        Ok(Ran {
+            copied,
+            late,
+            pacing_cpu_ns,
+        })
     }
+}
+
+/// What a batch did besides its frames.
+struct Ran {
+    /// Pixel bytes copied.
+    copied: u64,
+    /// Frames handed over later than the pace.
+    late: u64,
+    /// CPU time spent pacing (left out of the batch's CPU time).
+    pacing_cpu_ns: u64,
+}
+
+fn publisher_options(pattern: Pattern) -> PublisherOptions {
+    PublisherOptions {
+        name: "generator".into(),
+        pattern: Some(pattern_name(pattern)),
+        stall_timeout: FRAME_PATIENCE,
+        ..Default::default()
+    }
+}
+
+/// Waits for `consumers` to join `producer`, then gives it a pool of `buffers`.
+fn zero_copy_cell(
+    mut producer: Publisher,
+    consumers: usize,
+    mut allocator: Box<dyn alloc::Allocator>,
+    size: (u32, u32),
+    buffers: usize,
+    pattern: Pattern,
+) -> Result<PeerCell, BenchError> {
+    let layout = layout_of(size)?;
+    if !producer.wait_for_consumers(consumers, Some(FRAME_PATIENCE))? {
+        return Err(BenchError::Peer(format!(
+            "{consumers} consumers did not all say Hello"
+        )));
+    }
+    producer.set_buffers(
+        (0..buffers)
+            .map(|_| allocator.allocate(&layout))
+            .collect::<Result<_, _>>()?,
+    )?;
+    Ok(PeerCell::ZeroCopy {
+        producer: Box::new(producer),
+        generator: Generator::new(pattern, &layout),
+        seq: 0,
+    })
 }
 
 fn peer_setup(msg: ToPeer, fds: Vec<OwnedFd>) -> Result<(usize, PeerCell), BenchError> {
@@ -237,34 +312,36 @@ fn peer_setup(msg: ToPeer, fds: Vec<OwnedFd>) -> Result<(usize, PeerCell), Bench
         } => {
             let pattern = parse_pattern(&pattern)?;
             let [fd] = take_fds(fds, "ZeroCopy")?;
-            let layout = layout_of((width, height))?;
             // Open the allocator before saying Hello: an unavailable kind closes the socket
             // at once, and the Failed message says why.
-            let (mut allocator, _) = alloc::open(&alloc)?;
-            let opts = PublisherOptions {
-                name: "generator".into(),
-                pattern: Some(pattern_name(pattern)),
-                stall_timeout: FRAME_PATIENCE,
-                ..Default::default()
-            };
-            let mut producer = Publisher::new(opts)?;
+            let (allocator, _) = alloc::open(&alloc)?;
+            let mut producer = Publisher::new(publisher_options(pattern))?;
             producer.add_connection(Channel::from_fd(fd), false)?;
-            if !producer.wait_for_consumers(1, Some(FRAME_PATIENCE))? {
-                return Err(BenchError::Peer("the consumer said no Hello".into()));
-            }
-            producer.set_buffers(
-                (0..buffers)
-                    .map(|_| allocator.allocate(&layout))
-                    .collect::<Result<_, _>>()?,
+            let cell_state =
+                zero_copy_cell(producer, 1, allocator, (width, height), buffers, pattern)?;
+            Ok((cell, cell_state))
+        }
+        ToPeer::FanOut {
+            cell,
+            path,
+            consumers,
+            alloc,
+            width,
+            height,
+            buffers,
+        } => {
+            let (allocator, _) = alloc::open(&alloc)?;
+            let pattern = super::DEFAULT_PATTERN;
+            let producer = Publisher::listen(&path, publisher_options(pattern))?;
+            let cell_state = zero_copy_cell(
+                producer,
+                consumers,
+                allocator,
+                (width, height),
+                buffers,
+                pattern,
             )?;
-            Ok((
-                cell,
-                PeerCell::ZeroCopy {
-                    producer: Box::new(producer),
-                    generator: Generator::new(pattern, &layout),
-                    seq: 0,
-                },
-            ))
+            Ok((cell, cell_state))
         }
         ToPeer::Pipe {
             cell,
@@ -330,6 +407,7 @@ pub fn peer(fd: OwnedFd) -> Result<(), BenchError> {
             ToPeer::Run {
                 cell,
                 mode,
+                draw,
                 frames,
                 pace_ns,
             } => match cells.get_mut(cell).and_then(Option::as_mut) {
@@ -339,13 +417,15 @@ pub fn peer(fd: OwnedFd) -> Result<(), BenchError> {
                 Some(c) => {
                     let c0 = Counters::now();
                     let t0 = Instant::now();
-                    match c.run(mode, frames, Duration::from_nanos(pace_ns)) {
-                        Ok((bytes_copied, late)) => FromPeer::Done {
+                    let cpu0 = thread_cpu_ns();
+                    match c.run(mode, draw, frames, Duration::from_nanos(pace_ns)) {
+                        Ok(ran) => FromPeer::Done {
                             cell,
                             elapsed_ns: t0.elapsed().as_nanos() as u64,
+                            cpu_ns: (thread_cpu_ns() - cpu0).saturating_sub(ran.pacing_cpu_ns),
                             counters: Counters::now().since(c0),
-                            bytes_copied,
-                            late,
+                            bytes_copied: ran.copied,
+                            late: ran.late,
                         },
                         Err(e) => {
                             let _ = ctl.send(

@@ -10,6 +10,11 @@ use frameshare::pipeline::{pattern_name, Latency};
 use frameshare::source::Pattern;
 
 use super::driver::Driver;
+use super::figures::{
+    fan_out_figures, gst_figures, static_figures, targets, FanOutFigure, GstFigure, StaticFigure,
+    Target, TargetInputs,
+};
+use super::plan::Cells;
 use super::stats::{add, latency, median, ratio, Stats};
 use super::vulkan::VulkanFigures;
 use super::{
@@ -60,6 +65,16 @@ pub struct BenchReport {
     pub copy_baselines: Vec<CopyBaseline>,
     /// e. Allocations, mappings and imports during the measured zero-copy frames.
     pub after_warmup: AfterWarmup,
+    /// f. What a handoff costs each side with a static source (nothing drawn).
+    pub static_cost: Vec<StaticFigure>,
+    /// g. One producer, several consumers.
+    pub fan_out: Vec<FanOutFigure>,
+    /// h. Unpaced fps against GStreamer's shm pair (with `--gstreamer`).
+    pub gstreamer: Vec<GstFigure>,
+    /// The GStreamer version measured, or why nothing was.
+    pub gstreamer_note: Option<String>,
+    /// i. The targets, each a ratio from this run.
+    pub targets: Vec<Target>,
     /// The Vulkan import-vs-staging figure, when a measurement exists.
     pub vulkan: Option<VulkanFigures>,
     /// Why `vulkan` is empty.
@@ -88,6 +103,8 @@ pub struct FloorFigure {
     pub late_frames: u64,
     /// Driver CPU per ping (receive + answer), µs, median over batches.
     pub consumer_cpu_us_per_frame: f64,
+    /// Peer CPU per ping (pace, send, receive the answer), µs, median over batches.
+    pub producer_cpu_us_per_frame: f64,
 }
 
 /// Handoff latency of one zero-copy cell.
@@ -233,24 +250,27 @@ pub(super) struct ReportInputs<'a> {
     pub(super) pattern: Pattern,
     pub(super) vulkan: Option<VulkanFigures>,
     pub(super) vulkan_note: Option<String>,
+    pub(super) gstreamer_note: Option<String>,
+    pub(super) cells: Cells,
     pub(super) elapsed_s: f64,
 }
 
 /// Builds the report from the driver's cells.
 pub(super) fn report(d: &Driver, inp: ReportInputs<'_>) -> BenchReport {
-    let floor_cell = &d.cells[0];
+    let floor_cell = &d.cells[inp.cells.floor];
     let floor_lat = latency(&floor_cell.stats.latency_ns);
     let floor_cpu_us = median(&floor_cell.stats.cpu_per_frame_ns) / 1000.0;
+    let floor_producer_us = median(&floor_cell.stats.producer_cpu_per_frame_ns) / 1000.0;
     let floor = FloorFigure {
         latency_us: floor_lat,
         samples: floor_cell.stats.latency_ns.len() as u64,
         late_frames: floor_cell.stats.late,
         consumer_cpu_us_per_frame: floor_cpu_us,
+        producer_cpu_us_per_frame: floor_producer_us,
     };
+    let zero_copy = || inp.cells.zero_copy.iter().map(|&i| &d.cells[i]);
     let zc = |alloc: &str, size: (u32, u32)| {
-        d.cells
-            .iter()
-            .find(|c| c.alloc.as_deref() == Some(alloc) && c.size == size)
+        zero_copy().find(|c| c.alloc.as_deref() == Some(alloc) && c.size == size)
     };
     let per_frame = |s: &Stats| {
         if s.copied_frames == 0 {
@@ -266,7 +286,7 @@ pub(super) fn report(d: &Driver, inp: ReportInputs<'_>) -> BenchReport {
     let mut producer = Counters::default();
     let mut consumer = Counters::default();
     let mut counted = 0;
-    for c in d.cells.iter().filter(|c| c.alloc.is_some()) {
+    for c in zero_copy() {
         let s = &c.stats;
         let l = latency(&s.latency_ns);
         let alloc = c.alloc.clone().unwrap_or_default();
@@ -376,7 +396,26 @@ pub(super) fn report(d: &Driver, inp: ReportInputs<'_>) -> BenchReport {
             cpu_vs_zero_copy: ratio(cpu_us, ref_cpu),
         });
     }
+    for &i in &inp.cells.fan_out {
+        let s = &d.cells[i].stats;
+        producer = add(producer, s.producer_counters);
+        consumer = add(consumer, s.consumer_counters);
+        counted += s.counted_frames;
+    }
     let total = add(producer, consumer);
+    let static_cost = static_figures(&d.cells, (&floor_lat, floor_cpu_us, floor_producer_us));
+    let fan_out = fan_out_figures(&d.cells);
+    let gstreamer = gst_figures(&d.cells, &inp.cells.gstreamer);
+    let targets = targets(&TargetInputs {
+        reference_alloc: &reference_alloc,
+        handoff: &handoff,
+        size_scaling: &size_scaling,
+        fps: &fps,
+        static_cost: &static_cost,
+        fan_out: &fan_out,
+        gstreamer: &gstreamer,
+        gstreamer_note: inp.gstreamer_note.as_deref(),
+    });
     BenchReport {
         format: FORMAT.name(),
         pattern: pattern_name(inp.pattern),
@@ -404,11 +443,13 @@ pub(super) fn report(d: &Driver, inp: ReportInputs<'_>) -> BenchReport {
             total,
             zero: total == Counters::default(),
         },
+        static_cost,
+        fan_out,
+        gstreamer,
+        gstreamer_note: inp.gstreamer_note,
+        targets,
         vulkan: inp.vulkan,
         vulkan_note: inp.vulkan_note,
         elapsed_s: inp.elapsed_s,
     }
 }
-
-// ------------------------------------------------------------------------------------------------
-// The table.

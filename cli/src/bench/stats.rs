@@ -20,6 +20,28 @@ pub(super) struct Stats {
     pub(super) producer_counters: Counters,
     pub(super) consumer_counters: Counters,
     pub(super) counted_frames: u64,
+    /// The peer's CPU per frame in latency batches (drawing included; for the floor, its side
+    /// of the ping).
+    pub(super) producer_cpu_per_frame_ns: Vec<f64>,
+    pub(super) static_latency_ns: Vec<u64>,
+    pub(super) static_cpu_per_frame_ns: Vec<f64>,
+    pub(super) static_producer_cpu_per_frame_ns: Vec<f64>,
+    pub(super) static_fps: Vec<f64>,
+    pub(super) static_unpaced_cpu_per_frame_ns: Vec<f64>,
+    pub(super) static_unpaced_producer_cpu_per_frame_ns: Vec<f64>,
+    /// Unpaced fps with every frame cleared (frameshare), or of the GStreamer pair.
+    pub(super) clear_fps: Vec<f64>,
+    /// GStreamer cells: runs that failed or hung, and why.
+    pub(super) failed_runs: Vec<String>,
+    /// Fan-out cells: each consumer's samples, in join order.
+    pub(super) consumers: Vec<ConsumerStats>,
+}
+
+/// One fan-out consumer's samples.
+#[derive(Default)]
+pub(super) struct ConsumerStats {
+    pub(super) latency_ns: Vec<u64>,
+    pub(super) cpu_per_frame_ns: Vec<f64>,
 }
 
 /// Two counter snapshots' sum.
@@ -29,15 +51,6 @@ pub(super) fn add(a: Counters, b: Counters) -> Counters {
         mappings: a.mappings + b.mappings,
         gpu_imports: a.gpu_imports + b.gpu_imports,
     }
-}
-
-/// `total` split into `parts` nearly equal batches (none empty).
-pub(super) fn split(total: u64, parts: u32) -> Vec<u64> {
-    let parts = (parts as u64).clamp(1, total.max(1));
-    (0..parts)
-        .map(|i| total / parts + u64::from(i < total % parts))
-        .filter(|&n| n > 0)
-        .collect()
 }
 
 /// The median (0 for no samples).
@@ -72,14 +85,6 @@ pub(super) fn latency(samples: &[u64]) -> Latency {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_is_even_and_complete() {
-        assert_eq!(split(10, 3), vec![4, 3, 3]);
-        assert_eq!(split(2, 5), vec![1, 1]);
-        assert_eq!(split(0, 3), Vec::<u64>::new());
-        assert_eq!(split(300, 5).iter().sum::<u64>(), 300);
-    }
 
     #[test]
     fn median_of_odd_and_even() {

@@ -21,8 +21,8 @@ impl fmt::Display for BenchReport {
         let fl = &self.floor;
         writeln!(
             f,
-            "\nfloor: bare SEQPACKET ping-pong ({FLOOR_PING_BYTES} B out, {FLOOR_PONG_BYTES} B back, same pace), {} samples: p50 {:.1} µs  p99 {:.1} µs  consumer CPU {:.2} µs/frame",
-            fl.samples, fl.latency_us.p50, fl.latency_us.p99, fl.consumer_cpu_us_per_frame
+            "\nfloor: bare SEQPACKET ping-pong ({FLOOR_PING_BYTES} B out, {FLOOR_PONG_BYTES} B back, one sendmsg and one recvmsg per side, same pace), {} samples: p50 {:.1} µs  p99 {:.1} µs  CPU per ping: consumer {:.2} µs, producer {:.2} µs",
+            fl.samples, fl.latency_us.p50, fl.latency_us.p99, fl.consumer_cpu_us_per_frame, fl.producer_cpu_us_per_frame
         )?;
 
         writeln!(
@@ -178,6 +178,8 @@ impl fmt::Display for BenchReport {
             if a.zero { "ok" } else { "NOT MET" }
         )?;
 
+        self.fmt_later_sections(f)?;
+
         match (&self.vulkan, &self.vulkan_note) {
             (Some(v), _) => writeln!(
                 f,
@@ -187,5 +189,147 @@ impl fmt::Display for BenchReport {
             (None, Some(note)) => writeln!(f, "\nvulkan: {note}"),
             (None, None) => writeln!(f, "\nvulkan: not measured"),
         }
+    }
+}
+
+impl BenchReport {
+    /// Sections f–i: a handoff's cost with nothing drawn, fan-out, GStreamer, the targets.
+    fn fmt_later_sections(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "\nf. per frame with a static source (nothing drawn): paced like a., then unpaced (pool running ahead); CPU is each side's thread"
+        )?;
+        writeln!(
+            f,
+            "  {:<10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+            "alloc",
+            "size",
+            "p50 µs",
+            "p50/floor",
+            "cons µs",
+            "cons/fl",
+            "prod µs",
+            "prod/fl",
+            "fps",
+            "cons µs",
+            "prod µs"
+        )?;
+        for c in &self.static_cost {
+            writeln!(
+                f,
+                "  {:<10} {:>10} {:>8.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>9.0} {:>9.2} {:>9.2}",
+                c.alloc,
+                c.size,
+                c.latency_us.p50,
+                c.p50_vs_floor,
+                c.consumer_cpu_us_per_frame,
+                c.consumer_vs_floor,
+                c.producer_cpu_us_per_frame,
+                c.producer_vs_floor,
+                c.unpaced_fps,
+                c.unpaced_consumer_cpu_us_per_frame,
+                c.unpaced_producer_cpu_us_per_frame
+            )?;
+        }
+
+        if let Some(first) = self.fan_out.first() {
+            writeln!(
+                f,
+                "\ng. fan-out: one producer, N consumers (threads of this process, each its own Subscriber, joined in order), {} {}, nothing drawn; paced, then unpaced",
+                first.alloc, first.size
+            )?;
+            writeln!(
+                f,
+                "  {:>3} {:>9} {:>11} {:>9} {:>9}   per consumer in join order: p50/p99 µs, CPU µs/frame",
+                "N", "prod µs", "+µs/consumer", "fps", "last/lone"
+            )?;
+            for g in &self.fan_out {
+                let each: Vec<String> = g
+                    .per_consumer
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{:.0}/{:.0} {:.1}",
+                            c.latency_us.p50, c.latency_us.p99, c.cpu_us_per_frame
+                        )
+                    })
+                    .collect();
+                writeln!(
+                    f,
+                    "  {:>3} {:>9.2} {:>11} {:>9.0} {:>9.2}   {}",
+                    g.consumers,
+                    g.producer_cpu_us_per_frame,
+                    g.producer_cpu_us_per_extra_consumer
+                        .map(|v| format!("{v:.2}"))
+                        .unwrap_or_else(|| "-".into()),
+                    g.unpaced_fps,
+                    g.last_p50_vs_lone,
+                    each.join("  ")
+                )?;
+            }
+        }
+
+        match (&self.gstreamer_note, self.gstreamer.is_empty()) {
+            (Some(note), true) => writeln!(f, "\nh. GStreamer shm: {note}")?,
+            (None, true) => writeln!(f, "\nh. GStreamer shm: not measured (pass --gstreamer)")?,
+            (note, false) => {
+                writeln!(
+                    f,
+                    "\nh. unpaced fps against GStreamer's shmsink → shmsrc ({}), both producers clearing each frame (videotestsrc pattern=black into shmsink's memory: no copy)",
+                    note.as_deref().unwrap_or("GStreamer")
+                )?;
+                writeln!(
+                    f,
+                    "  {:>10} {:<10} {:>14} {:>14} {:>7}",
+                    "size", "alloc", "frameshare fps", "GStreamer fps", "ratio"
+                )?;
+                for g in &self.gstreamer {
+                    writeln!(
+                        f,
+                        "  {:>10} {:<10} {:>14.0} {:>14.0} {:>7.2}{}",
+                        g.size,
+                        g.alloc,
+                        g.frameshare_fps,
+                        g.gstreamer_fps,
+                        g.ratio,
+                        match g.failed_runs.first() {
+                            Some(why) => format!(
+                                "  ({} GStreamer run(s) failed, left out: {why})",
+                                g.failed_runs.len()
+                            ),
+                            None => String::new(),
+                        }
+                    )?;
+                }
+            }
+        }
+
+        writeln!(
+            f,
+            "\ni. targets ({}; each the worst over its sizes, ratios of figures from this run)",
+            self.reference_alloc
+        )?;
+        for t in &self.targets {
+            let verdict = match (t.met, t.value) {
+                (Some(true), _) => "met".to_owned(),
+                (Some(false), Some(v)) => {
+                    format!("MISSED by {:.0}%", ((v / t.limit) - 1.0).abs() * 100.0)
+                }
+                _ => "not measured".to_owned(),
+            };
+            writeln!(
+                f,
+                "  {:<80} {:>6} {} {:<4} {:<16} {}",
+                t.what,
+                t.value
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                t.op,
+                t.limit,
+                verdict,
+                t.detail
+            )?;
+        }
+        Ok(())
     }
 }
