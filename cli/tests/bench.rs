@@ -182,7 +182,10 @@ fn bench_json_report_is_complete_and_consistent() {
     // g. Fan-out: 1, 2, 4, 8 consumers, each with its own figures; the growth per consumer is
     // said from two consumers on.
     let fan = r["fan_out"].as_array().unwrap();
-    let counts: Vec<u64> = fan.iter().map(|f| f["consumers"].as_u64().unwrap()).collect();
+    let counts: Vec<u64> = fan
+        .iter()
+        .map(|f| f["consumers"].as_u64().unwrap())
+        .collect();
     assert_eq!(counts, [1, 2, 4, 8]);
     for f in fan {
         let n = f["consumers"].as_u64().unwrap();
@@ -196,7 +199,11 @@ fn bench_json_report_is_complete_and_consistent() {
         positive(f, "producer_cpu_us_per_frame");
         positive(f, "unpaced_fps");
         positive(f, "last_p50_vs_lone");
-        assert_eq!(f["producer_cpu_us_per_extra_consumer"].is_null(), n == 1, "{f}");
+        assert_eq!(
+            f["producer_cpu_us_per_extra_consumer"].is_null(),
+            n == 1,
+            "{f}"
+        );
     }
     assert_eq!(num(&fan[0], "last_p50_vs_lone"), 1.0);
 
