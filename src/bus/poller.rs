@@ -75,34 +75,56 @@ impl Poller {
         let _ = epoll::delete(&self.epoll, fd);
     }
 
-    /// Waits until something is ready or `deadline` passes (`None`: no deadline); an empty
-    /// result means the deadline passed.
-    pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> Result<Vec<Ready>, Errno> {
-        let mut events = [MaybeUninit::<epoll::Event>::uninit(); MAX_EVENTS];
-        loop {
-            let timeout = deadline.map(|d| {
+    /// Waits until something is ready or `deadline` passes (`None`: no deadline), and puts
+    /// what is ready in `ready` (cleared first; the caller keeps it, so a wait allocates
+    /// nothing); empty means the deadline passed. The time left is recomputed after `EINTR`.
+    pub(crate) fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        ready: &mut Vec<Ready>,
+    ) -> Result<(), Errno> {
+        self.wait_with(ready, || {
+            deadline.map(|d| {
                 let left = d.saturating_duration_since(Instant::now());
                 rustix::time::Timespec {
                     tv_sec: left.as_secs() as i64,
                     tv_nsec: left.subsec_nanos() as i64,
                 }
-            });
-            match epoll::wait(&self.epoll, &mut events, timeout.as_ref()) {
-                Ok((ready, _)) => {
-                    return Ok(ready
-                        .iter()
-                        .map(|e| {
-                            let f = e.flags;
-                            Ready {
-                                token: e.data.u64(),
-                                readable: f.intersects(EventFlags::IN | EventFlags::PRI),
-                                writable: f.contains(EventFlags::OUT),
-                                hangup: f.intersects(
-                                    EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR,
-                                ),
-                            }
-                        })
-                        .collect())
+            })
+        })
+    }
+
+    /// What is ready now, without blocking (and without reading a clock).
+    pub(crate) fn poll_now(&mut self, ready: &mut Vec<Ready>) -> Result<(), Errno> {
+        self.wait_with(ready, || {
+            Some(rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            })
+        })
+    }
+
+    fn wait_with(
+        &mut self,
+        ready: &mut Vec<Ready>,
+        timeout: impl Fn() -> Option<rustix::time::Timespec>,
+    ) -> Result<(), Errno> {
+        let mut events = [MaybeUninit::<epoll::Event>::uninit(); MAX_EVENTS];
+        ready.clear();
+        loop {
+            match epoll::wait(&self.epoll, &mut events, timeout().as_ref()) {
+                Ok((got, _)) => {
+                    ready.extend(got.iter().map(|e| {
+                        let f = e.flags;
+                        Ready {
+                            token: e.data.u64(),
+                            readable: f.intersects(EventFlags::IN | EventFlags::PRI),
+                            writable: f.contains(EventFlags::OUT),
+                            hangup: f
+                                .intersects(EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR),
+                        }
+                    }));
+                    return Ok(());
                 }
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e),
@@ -210,18 +232,20 @@ mod tests {
         let pipe = WakePipe::new().unwrap();
         p.add(pipe.as_fd(), 7, false).unwrap();
         let t = Instant::now();
-        assert!(p
-            .wait(Some(t + Duration::from_millis(30)))
-            .unwrap()
-            .is_empty());
+        let mut r = Vec::new();
+        p.wait(Some(t + Duration::from_millis(30)), &mut r).unwrap();
+        assert!(r.is_empty());
         assert!(t.elapsed() >= Duration::from_millis(30));
+        p.poll_now(&mut r).unwrap();
+        assert!(r.is_empty());
         let w = pipe.waker();
         std::thread::spawn(move || w.wake());
-        let r = p
-            .wait(Some(Instant::now() + Duration::from_secs(10)))
+        p.wait(Some(Instant::now() + Duration::from_secs(10)), &mut r)
             .unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].token, 7);
+        p.poll_now(&mut r).unwrap();
+        assert_eq!(r.len(), 1, "level-triggered: still readable");
         assert!(pipe.drain());
         assert!(!pipe.drain());
     }

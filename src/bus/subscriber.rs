@@ -515,7 +515,10 @@ impl Subscriber {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let ready = self.poller.wait(until).map_err(SubscribeError::Poll)?;
+            let mut ready = Vec::new();
+            self.poller
+                .wait(until, &mut ready)
+                .map_err(SubscribeError::Poll)?;
             if ready.iter().any(|r| r.token == TOKEN_WAKE) && self.wake.drain() {
                 return Err(SubscribeError::Interrupted);
             }

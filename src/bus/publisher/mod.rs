@@ -30,7 +30,7 @@
 mod pool;
 mod session;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::sync::Arc;
@@ -53,6 +53,12 @@ use session::{End, Held, Pending, Phase, Session};
 
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_WAKE: u64 = 1;
+
+/// How often [`Publisher::loan`] serves consumers (new connections, Hellos, releases, stall
+/// checks) when it has a free buffer anyway: not every frame (an `epoll_wait` per frame is a
+/// good part of a frame's cost), but often enough that joins and releases are never late by
+/// more than this. A loan that finds no free buffer serves them at once.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(1);
 
 /// What to do when a frame is due and every buffer is still out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -183,7 +189,15 @@ pub struct Publisher {
     pool: Pool,
     stats: PublisherStats,
     last_seq: Option<u64>,
-    recent: VecDeque<Instant>,
+    rate: RateMeter,
+    /// When consumers were last served.
+    last_dispatch: Instant,
+    /// What the last wait found ready (kept: a wait allocates nothing).
+    ready: Vec<Ready>,
+    /// The frame being published, encoded once for every consumer (and once more, with the
+    /// fence flag, for those that take fences).
+    frame_bytes: Vec<u8>,
+    fenced_frame_bytes: Vec<u8>,
     /// The memory kind of the current buffers (consumers must take it).
     kind: Option<crate::buffer::BufferKind>,
 }
@@ -207,7 +221,11 @@ impl Publisher {
             pool: Pool::default(),
             stats: PublisherStats::default(),
             last_seq: None,
-            recent: VecDeque::new(),
+            rate: RateMeter::default(),
+            last_dispatch: Instant::now(),
+            ready: Vec::new(),
+            frame_bytes: Vec::new(),
+            fenced_frame_bytes: Vec::new(),
             kind: None,
         })
     }
@@ -350,7 +368,10 @@ impl Publisher {
     /// no buffer came free under [`WhenFull::Drop`], or release fences did not signal. Under
     /// [`WhenFull::Wait`] this serves consumers until one gives a buffer back.
     pub fn loan(&mut self) -> Result<Option<Loan<'_>>, PublishError> {
-        self.dispatch(Some(Duration::ZERO))?;
+        if self.last_dispatch.elapsed() >= HOUSEKEEPING_INTERVAL {
+            self.dispatch(Some(Duration::ZERO))?;
+        }
+        let mut served = false;
         loop {
             match self.pool.next_free() {
                 Some(id) => match self.wait_release_fences(id) {
@@ -377,7 +398,16 @@ impl Publisher {
                         return Ok(None);
                     }
                 },
-                None if self.opts.when_full == WhenFull::Drop || self.pool.len() == 0 => {
+                None if self.pool.len() == 0 => {
+                    self.stats.dropped += 1;
+                    return Ok(None);
+                }
+                // Releases may be waiting unread: take them before deciding.
+                None if !served => {
+                    self.dispatch(Some(Duration::ZERO))?;
+                    served = true;
+                }
+                None if self.opts.when_full == WhenFull::Drop => {
                     self.stats.dropped += 1;
                     return Ok(None);
                 }
@@ -469,10 +499,14 @@ impl Publisher {
             flags: 0,
             meta,
         };
+        let frame = &frame;
         let acquire = acquire.map(Arc::new);
         if let Some(s) = self.pool.get_mut(id) {
             s.state = SlotState::Out { holders: 0 };
         }
+        // Encoded once for every consumer; with the fence flag once more, if anyone takes it.
+        frame.encode_with_flags(0, &mut self.frame_bytes);
+        let mut fenced_encoded = false;
         // Consumers that take no fences get the frame once its fence signalled.
         let mut cpu_waited = None;
         let quota = (self.pool.len() as u32 / 2).max(1);
@@ -507,6 +541,7 @@ impl Publisher {
                     continue;
                 }
             }
+            let fence = acquire.as_deref().filter(|_| s.takes_fences());
             if !s.takes_fences() {
                 if let Some(f) = &acquire {
                     let ok =
@@ -517,7 +552,17 @@ impl Publisher {
                     }
                 }
             }
-            match deliver_frame(s, &frame, acquire.as_deref(), now) {
+            let bytes = match fence {
+                Some(_) => {
+                    if !fenced_encoded {
+                        frame.encode_with_flags(wire::FLAG_FENCE, &mut self.fenced_frame_bytes);
+                        fenced_encoded = true;
+                    }
+                    &self.fenced_frame_bytes
+                }
+                None => &self.frame_bytes,
+            };
+            match deliver_encoded(s, bytes, fence, id, seq, now) {
                 Ok(()) => holds += 1,
                 Err(e) => ends.push((s.token, Some(e), None)),
             }
@@ -543,21 +588,15 @@ impl Publisher {
         }
         self.stats.published += 1;
         self.last_seq = Some(seq);
-        self.recent.push_back(now);
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(2))
-        {
-            self.recent.pop_front();
-        }
+        self.rate.count(now);
         Ok(())
     }
 
     /// Serves consumers: new connections, Hellos, releases, evictions, until something
     /// happened or `timeout` passed (`None`: until something happened). True if something did.
     pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<bool, PublishError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let now = Instant::now();
+        let deadline = timeout.map(|t| now + t);
         let (stall, setup) = (self.opts.stall_timeout, self.opts.setup_timeout);
         let housekeeping = self
             .sessions
@@ -579,20 +618,19 @@ impl Publisher {
                 s.watching_output = s.has_queue();
             }
         }
-        let ready = self.poller.wait(wait_until).map_err(PublishError::Poll)?;
+        let mut ready = std::mem::take(&mut self.ready);
+        let waited = match wait_until {
+            Some(d) if d <= now => self.poller.poll_now(&mut ready),
+            d => self.poller.wait(d, &mut ready),
+        };
+        let result = waited
+            .map_err(PublishError::Poll)
+            .and_then(|()| self.serve(&ready));
         let mut progress = !ready.is_empty();
-        for r in ready {
-            match r.token {
-                TOKEN_LISTENER => self.accept_all()?,
-                TOKEN_WAKE => {
-                    if self.wake.drain() {
-                        return Err(PublishError::Interrupted);
-                    }
-                }
-                token => self.service(token, r),
-            }
-        }
+        self.ready = ready;
+        result?;
         let now = Instant::now();
+        self.last_dispatch = now;
         let overdue: Vec<(u64, End)> = self
             .sessions
             .values()
@@ -603,6 +641,22 @@ impl Publisher {
             self.end_session(token, end);
         }
         Ok(progress)
+    }
+
+    /// Handles what a wait found ready.
+    fn serve(&mut self, ready: &[Ready]) -> Result<(), PublishError> {
+        for r in ready {
+            match r.token {
+                TOKEN_LISTENER => self.accept_all()?,
+                TOKEN_WAKE => {
+                    if self.wake.drain() {
+                        return Err(PublishError::Interrupted);
+                    }
+                }
+                token => self.service(token, *r),
+            }
+        }
+        Ok(())
     }
 
     /// Serves consumers until at least `n` take frames; `false` if `timeout` passed first.
@@ -652,13 +706,7 @@ impl Publisher {
             .first()
             .and_then(|&id| self.pool.get(id))
             .map(|s| s.buffer.layout().clone());
-        let fps_milli = match (self.recent.front(), self.recent.back()) {
-            (Some(a), Some(b)) if self.recent.len() > 1 && b > a => {
-                ((self.recent.len() - 1) as f64 * 1000.0 / b.duration_since(*a).as_secs_f64())
-                    as u64
-            }
-            _ => 0,
-        };
+        let fps_milli = self.rate.fps_milli();
         StreamStatus {
             stream: self
                 .stream
@@ -823,8 +871,20 @@ impl Publisher {
                 let got = s.chan.try_recv();
                 match got {
                     Ok(Some((msg, fds))) => {
+                        let release = matches!(msg, Message::Release { .. });
                         if let Err(e) = self.handle(token, msg, fds) {
                             return self.end_session(token, e);
+                        }
+                        // A consumer that gave back all it held has nothing more to say
+                        // soon: no second read just to learn that (the poller is
+                        // level-triggered, so anything it did send is seen at the next wait).
+                        if release
+                            && self
+                                .sessions
+                                .get(&token)
+                                .is_some_and(|s| s.held_count() == 0 && s.mailbox.is_none())
+                        {
+                            break;
                         }
                     }
                     Ok(None) => break,
@@ -1139,26 +1199,82 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-/// Sends `frame` to session `s` and records the hold.
+/// Sends `frame` to session `s` (a mailbox frame, given when the consumer released the one it
+/// had) and records the hold.
 fn deliver_frame(
     s: &mut Session,
     frame: &FrameMsg,
     acquire: Option<&SyncFile>,
     now: Instant,
 ) -> Result<(), End> {
-    let mut msg = frame.clone();
     let fence = acquire.filter(|_| s.takes_fences());
-    if fence.is_some() {
-        msg.flags |= wire::FLAG_FENCE;
-    }
-    let fds: Vec<BorrowedFd<'_>> = fence.iter().map(|f| f.as_fd()).collect();
-    s.send(&Message::Frame(msg), &fds)?;
-    s.held[frame.id as usize] = Some(Held {
-        seq: frame.seq,
-        since: now,
-    });
+    let flags = if fence.is_some() { wire::FLAG_FENCE } else { 0 };
+    let mut bytes = Vec::new();
+    frame.encode_with_flags(flags, &mut bytes);
+    deliver_encoded(s, &bytes, fence, frame.id, frame.seq, now)
+}
+
+/// Sends an encoded `Frame` (buffer `id`, frame `seq`) with its fence, if any, to session `s`
+/// and records the hold.
+fn deliver_encoded(
+    s: &mut Session,
+    bytes: &[u8],
+    fence: Option<&SyncFile>,
+    id: u32,
+    seq: u64,
+    now: Instant,
+) -> Result<(), End> {
+    let fd;
+    let fds: &[BorrowedFd<'_>] = match fence {
+        Some(f) => {
+            fd = [f.as_fd()];
+            &fd
+        }
+        None => &[],
+    };
+    s.send_encoded(bytes, fds, "Frame")?;
+    s.held[id as usize] = Some(Held { seq, since: now });
     s.stats.delivered += 1;
     Ok(())
+}
+
+/// Frames per second over the last full second (what a monitor is told).
+#[derive(Debug, Default)]
+struct RateMeter {
+    window_start: Option<Instant>,
+    frames: u64,
+    last_fps_milli: u64,
+}
+
+impl RateMeter {
+    fn count(&mut self, now: Instant) {
+        let start = *self.window_start.get_or_insert(now);
+        self.frames += 1;
+        let span = now.duration_since(start);
+        if span >= Duration::from_secs(1) {
+            self.last_fps_milli = (self.frames as f64 * 1000.0 / span.as_secs_f64()) as u64;
+            self.window_start = Some(now);
+            self.frames = 0;
+        }
+    }
+
+    fn fps_milli(&self) -> u64 {
+        if self.last_fps_milli > 0 {
+            return self.last_fps_milli;
+        }
+        // Less than a second so far: the rate since the first frame.
+        match self.window_start {
+            Some(start) if self.frames > 1 => {
+                let span = start.elapsed().as_secs_f64();
+                if span > 0.0 {
+                    (self.frames as f64 * 1000.0 / span) as u64
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
 }
 
 /// A buffer lent to the application to fill; [`Loan::publish`] sends it, dropping it gives it

@@ -160,7 +160,7 @@ impl Pool {
 
     /// Buffers in the pool, retiring ones excluded.
     pub(super) fn len(&self) -> usize {
-        self.current_ids().len()
+        self.slots.iter().flatten().filter(|s| !s.retiring).count()
     }
 
     /// Ids freed since the last call (for sources that give buffers back to a device).

@@ -177,7 +177,29 @@ impl Session {
 
     /// Sends `msg`, or queues it (with its own copies of the fds) if the socket is full.
     pub(super) fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), End> {
-        if self.queue.is_empty() && self.chan.try_send(msg, fds)? {
+        let mut bytes = std::mem::take(&mut self.scratch);
+        msg.encode(&mut bytes);
+        let sent = self.send_encoded(&bytes, fds, msg.name());
+        self.scratch = bytes;
+        sent
+    }
+
+    /// Sends an encoded message (`what` names it), or queues a copy of it (with its own copies
+    /// of the fds) if the socket is full.
+    pub(super) fn send_encoded(
+        &mut self,
+        bytes: &[u8],
+        fds: &[BorrowedFd<'_>],
+        what: &str,
+    ) -> Result<(), End> {
+        if self.queue.is_empty()
+            && crate::bus::socket::send_datagram(
+                self.chan.as_fd(),
+                bytes,
+                fds,
+                rustix::net::SendFlags::DONTWAIT,
+            )?
+        {
             return Ok(());
         }
         if self.queue.len() >= MAX_QUEUED {
@@ -193,12 +215,11 @@ impl Session {
             .map_err(|e| {
                 End::new(
                     ByeCode::Internal,
-                    format!("duplicating an fd to queue {}: {e}", msg.name()),
+                    format!("duplicating an fd to queue {what}: {e}"),
                 )
             })?;
-        msg.encode(&mut self.scratch);
         self.queue.push_back(Queued {
-            bytes: std::mem::take(&mut self.scratch),
+            bytes: bytes.to_vec(),
             fds,
         });
         self.queued_since.get_or_insert_with(Instant::now);

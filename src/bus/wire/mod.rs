@@ -419,13 +419,7 @@ impl Message {
                 }
             }
             Message::RemoveBuffer { id } => w.u32(*id),
-            Message::Frame(f) => {
-                w.u32(f.id);
-                w.u32(f.flags);
-                w.u64(f.seq);
-                w.u64(f.timestamp_ns);
-                fields::write_meta(w, &f.meta);
-            }
+            Message::Frame(f) => write_frame(w, f, f.flags),
             Message::Release { id, seq, flags } => {
                 w.u32(*id);
                 w.u32(*flags);
@@ -567,6 +561,40 @@ fn encode_with(out: &mut Vec<u8>, version: u16, ty: u16, body: impl FnOnce(&mut 
     body(&mut Writer(out));
     let len = (out.len() - HEADER_LEN) as u32;
     out[8..12].copy_from_slice(&len.to_le_bytes());
+}
+
+fn write_frame(w: &mut Writer<'_>, f: &FrameMsg, flags: u32) {
+    w.u32(f.id);
+    w.u32(flags);
+    w.u64(f.seq);
+    w.u64(f.timestamp_ns);
+    fields::write_meta(w, &f.meta);
+}
+
+impl FrameMsg {
+    /// Encodes this frame as a `Frame` message whose flags are `flags` (the same bytes as
+    /// `Message::Frame` with those flags), without moving it into a [`Message`]: a producer
+    /// encodes a frame once for all its consumers (once more for those that get its fence).
+    pub fn encode_with_flags(&self, flags: u32, out: &mut Vec<u8>) {
+        encode_with(out, VERSION, T_FRAME, |w| write_frame(w, self, flags));
+    }
+}
+
+/// Bytes of an encoded `Release`.
+pub const RELEASE_LEN: usize = HEADER_LEN + 16;
+
+/// A `Release` message, encoded without allocating (a consumer gives every frame back with
+/// one; the same bytes as `Message::Release`).
+pub fn encode_release(id: u32, seq: u64, flags: u32) -> [u8; RELEASE_LEN] {
+    let mut b = [0u8; RELEASE_LEN];
+    b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    b[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    b[6..8].copy_from_slice(&T_RELEASE.to_le_bytes());
+    b[8..12].copy_from_slice(&((RELEASE_LEN - HEADER_LEN) as u32).to_le_bytes());
+    b[12..16].copy_from_slice(&id.to_le_bytes());
+    b[16..20].copy_from_slice(&flags.to_le_bytes());
+    b[20..28].copy_from_slice(&seq.to_le_bytes());
+    b
 }
 
 fn read_id(r: &mut Reader<'_>) -> Result<u32, WireError> {

@@ -187,6 +187,37 @@ fn frame_messages_are_small() {
     assert_eq!(release.len(), HEADER_LEN + 16);
 }
 
+#[test]
+fn the_hot_path_encoders_write_the_same_bytes() {
+    // A frame encoded by reference, with the fence flag added for one consumer.
+    let f = FrameMsg {
+        id: 5,
+        seq: 99,
+        timestamp_ns: 1234,
+        flags: 0,
+        meta: full_meta(),
+    };
+    let mut by_ref = Vec::new();
+    f.encode_with_flags(FLAG_FENCE, &mut by_ref);
+    let mut fenced = f.clone();
+    fenced.flags = FLAG_FENCE;
+    assert_eq!(by_ref, encoded(&Message::Frame(fenced)));
+    f.encode_with_flags(0, &mut by_ref);
+    assert_eq!(by_ref, encoded(&Message::Frame(f)));
+    // A release on the stack.
+    for flags in [0, FLAG_FENCE] {
+        let m = Message::Release {
+            id: 63,
+            seq: u64::MAX - 1,
+            flags,
+        };
+        assert_eq!(
+            encode_release(63, u64::MAX - 1, flags).as_slice(),
+            encoded(&m)
+        );
+    }
+}
+
 fn encoded(m: &Message) -> Vec<u8> {
     let mut b = Vec::new();
     m.encode(&mut b);
