@@ -100,6 +100,8 @@ pub struct Channel {
     buf: Vec<u8>,
     /// Where messages are encoded to be sent (kept apart, so a send never shrinks `buf`).
     out: Vec<u8>,
+    /// The receive timeout last set on the socket (`SO_RCVTIMEO`; `None`: never set).
+    recv_timeout: Option<Option<Duration>>,
 }
 
 impl Channel {
@@ -121,6 +123,7 @@ impl Channel {
             fd,
             buf: Vec::new(),
             out: Vec::with_capacity(64),
+            recv_timeout: None,
         }
     }
 
@@ -221,16 +224,48 @@ impl Channel {
             .ok_or_else(|| sys("recvmsg")(Errno::AGAIN))
     }
 
+    /// Receives one message with one blocking `recvmsg`, waiting at most `timeout` (`None`:
+    /// no limit; it is set as the socket's `SO_RCVTIMEO` when it changes, so a caller that
+    /// passes the same timeout each time pays no extra call). `Ok(None)` when the time ran
+    /// out or a signal interrupted the wait (`SO_RCVTIMEO` makes the kernel return `EINTR`
+    /// even for handlers installed with `SA_RESTART`): the caller decides whether to wait
+    /// again. `timeout` must not be zero (use [`Channel::try_recv`]).
+    pub fn recv_until(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(Message, Vec<OwnedFd>)>, ChannelError> {
+        debug_assert!(timeout != Some(Duration::ZERO));
+        if self.recv_timeout != Some(timeout) {
+            rustix::net::sockopt::set_socket_timeout(
+                &self.fd,
+                rustix::net::sockopt::Timeout::Recv,
+                timeout,
+            )
+            .map_err(sys("SO_RCVTIMEO"))?;
+            self.recv_timeout = Some(timeout);
+        }
+        self.recv_inner(RecvFlags::empty(), false)
+    }
+
     fn recv_with(
         &mut self,
         flags: RecvFlags,
+    ) -> Result<Option<(Message, Vec<OwnedFd>)>, ChannelError> {
+        self.recv_inner(flags, true)
+    }
+
+    fn recv_inner(
+        &mut self,
+        flags: RecvFlags,
+        retry_interrupted: bool,
     ) -> Result<Option<(Message, Vec<OwnedFd>)>, ChannelError> {
         // Sized once: the send path encodes into its own buffer, so this is never shrunk and
         // re-zeroed between frames.
         if self.buf.len() != MAX_MESSAGE {
             self.buf.resize(MAX_MESSAGE, 0);
         }
-        let Some((len, fds)) = recv_datagram(self.fd.as_fd(), &mut self.buf, flags)? else {
+        let got = recv_message(self.fd.as_fd(), &mut self.buf, flags, retry_interrupted)?;
+        let Some((len, fds)) = got else {
             return Ok(None);
         };
         let msg = Message::decode(&self.buf[..len], fds.len())?;
@@ -298,6 +333,17 @@ pub fn recv_datagram(
     buf: &mut [u8],
     flags: RecvFlags,
 ) -> Result<Option<(usize, Vec<OwnedFd>)>, ChannelError> {
+    recv_message(fd, buf, flags, true)
+}
+
+/// [`recv_datagram`]; without `retry_interrupted`, `EINTR` and `EAGAIN` (a receive timeout
+/// ran out) are `Ok(None)` too.
+fn recv_message(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+    retry_interrupted: bool,
+) -> Result<Option<(usize, Vec<OwnedFd>)>, ChannelError> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut reset = false;
@@ -309,8 +355,11 @@ pub fn recv_datagram(
             flags | RecvFlags::CMSG_CLOEXEC,
         ) {
             Ok(r) => break r,
-            Err(Errno::INTR) => continue,
-            Err(Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) => return Ok(None),
+            Err(Errno::INTR) if retry_interrupted => continue,
+            Err(Errno::INTR) => return Ok(None),
+            Err(Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) || !retry_interrupted => {
+                return Ok(None)
+            }
             // A peer that closes with our messages unread resets the connection, but what
             // it sent before (a Bye with its reason, say) is still queued: the error is
             // reported once, so read on.

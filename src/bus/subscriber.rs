@@ -32,7 +32,7 @@ use rustix::io::Errno;
 
 use super::access::AccessPolicy;
 use super::name::{NameError, StreamName};
-use super::poller::{Poller, WakePipe, Waker};
+use super::poller::{Poller, Ready, WakePipe, Waker};
 use super::socket::{send_datagram, Channel, ChannelError, Credentials};
 use super::wire::{self, ByeCode, FrameMsg, Hello, Message, Policy, Role, MAX_BUFFERS};
 use crate::buffer::{Buffer, BufferError, BufferKind, BufferMapping, KindSet, SharedRead};
@@ -212,6 +212,8 @@ struct Shared {
     mappings: Mutex<Vec<Option<Arc<BufferMapping>>>>,
     /// Set when a release could not be sent: the session is over.
     broken: Mutex<Option<String>>,
+    /// Whether `broken` is set (read per frame without taking the lock).
+    broken_flag: AtomicBool,
     closed: AtomicBool,
     stall: Duration,
 }
@@ -229,19 +231,29 @@ impl Shared {
             return Ok(()); // that session is over: nothing to give back to
         }
         let flags = if fence.is_some() { wire::FLAG_FENCE } else { 0 };
-        let mut bytes = Vec::with_capacity(32);
-        Message::Release { id, seq, flags }.encode(&mut bytes);
-        let fds: Vec<BorrowedFd<'_>> = fence.iter().map(|f| f.as_fd()).collect();
-        let deadline = Instant::now() + self.stall;
+        let bytes = wire::encode_release(id, seq, flags);
+        let fd;
+        let fds: &[BorrowedFd<'_>] = match &fence {
+            Some(f) => {
+                fd = [f.as_fd()];
+                &fd
+            }
+            None => &[],
+        };
+        // Read only if the socket is full (the clock is not needed on the way that works).
+        let mut deadline = None;
         loop {
             match send_datagram(
                 self.socket.as_fd(),
                 &bytes,
-                &fds,
+                fds,
                 rustix::net::SendFlags::DONTWAIT,
             ) {
                 Ok(true) => return Ok(()),
-                Ok(false) if Instant::now() < deadline => {
+                Ok(false)
+                    if Instant::now()
+                        < *deadline.get_or_insert_with(|| Instant::now() + self.stall) =>
+                {
                     // The producer is not reading: give it until the stall timeout.
                     let mut p = [rustix::event::PollFd::new(
                         &self.socket,
@@ -274,6 +286,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(|| why.to_owned());
+        self.broken_flag.store(true, Ordering::Release);
     }
 }
 
@@ -292,7 +305,9 @@ pub struct Frame {
     pub meta: FrameMeta,
     /// Signals when the pixels may be read (take it with [`Frame::take_acquire_fence`]).
     acquire: Option<SyncFile>,
-    buffer: Buffer,
+    /// Shared with the subscriber's table: a frame costs a reference count, not a copy of the
+    /// buffer's layout and fds.
+    buffer: Arc<Buffer>,
     shared: Option<Arc<Shared>>,
 }
 
@@ -363,7 +378,7 @@ impl Drop for Frame {
 struct Session {
     chan: Channel,
     shared: Arc<Shared>,
-    buffers: Vec<Option<Buffer>>,
+    buffers: Vec<Option<Arc<Buffer>>>,
 }
 
 enum State {
@@ -387,7 +402,29 @@ pub struct Subscriber {
     poller: Poller,
     wake: WakePipe,
     restarts: u32,
+    /// What the last wait found ready (kept: a wait allocates nothing).
+    ready: Vec<Ready>,
+    /// How the next frame is expected: see [`Subscriber::next`].
+    arrival: Arrival,
+    /// Whether [`Subscriber::waker`] was called (a wait must then watch the waker too).
+    waker_given: AtomicBool,
 }
+
+/// Whether frames are found waiting (the consumer is behind: read at once) or come while it
+/// waits (the consumer is ahead: wait first, then read). Reading first when nothing is there
+/// costs a `recvmsg` that fails; waiting first when something is there costs an `epoll_wait`
+/// that returns at once. Each way, one `recvmsg` per frame is the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// Read first.
+    Queued,
+    /// Wait first; `streak` frames so far, every [`PROBE_EVERY`]th is read first (to notice
+    /// frames queueing up again).
+    WhileWaiting { streak: u32 },
+}
+
+/// In [`Arrival::WhileWaiting`], how often a frame is read first anyway.
+const PROBE_EVERY: u32 = 8;
 
 impl Subscriber {
     /// Subscribes to the stream `name` (connecting happens in the first [`Subscriber::next`]).
@@ -436,11 +473,18 @@ impl Subscriber {
             poller,
             wake,
             restarts: 0,
+            ready: Vec::new(),
+            arrival: Arrival::Queued,
+            waker_given: AtomicBool::new(false),
         })
     }
 
     /// A handle that ends a wait of [`Subscriber::next`] ([`SubscribeError::Interrupted`]).
+    /// Without one, `next` waits in the socket's own `recvmsg` (one system call per frame,
+    /// the least a handoff costs); once one was handed out, it waits in `epoll_wait` on the
+    /// socket and the waker together (see [`Subscriber::next`]).
     pub fn waker(&self) -> Waker {
+        self.waker_given.store(true, Ordering::Relaxed);
         self.wake.waker()
     }
 
@@ -452,14 +496,23 @@ impl Subscriber {
     /// Buffer `id`, if announced.
     pub fn buffer(&self, id: u32) -> Option<&Buffer> {
         match &self.state {
-            State::Connected(s) => s.buffers.get(id as usize)?.as_ref(),
+            State::Connected(s) => s.buffers.get(id as usize)?.as_deref(),
             _ => None,
         }
     }
 
     /// The next event, waiting up to `timeout` (`None`: as long as it takes).
+    ///
+    /// Per frame this costs one `recvmsg` while no [`Waker`] was handed out (the wait is the
+    /// read itself). With a waker, one `recvmsg` when the frame is already waiting, and one
+    /// `epoll_wait` and one `recvmsg` when it comes while this waits: which of the two is
+    /// expected is learnt from the last frames, so neither way pays for a read that finds
+    /// nothing or a wait that returns at once.
     pub fn next(&mut self, timeout: Option<Duration>) -> Result<SubscriberEvent, SubscribeError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // Read only if we wait (a frame already there needs no clock).
+        let mut deadline: Option<Option<Instant>> = None;
+        let mut woken = false;
+        let mut blocked_once = false;
         loop {
             if let Some(e) = self.events.pop_front() {
                 return Ok(e);
@@ -471,27 +524,81 @@ impl Subscriber {
                 Got(Message, Vec<OwnedFd>),
                 Failed(ChannelError),
             }
+            let read_first = match &mut self.arrival {
+                Arrival::Queued => true,
+                Arrival::WhileWaiting { .. } if woken => false,
+                Arrival::WhileWaiting { streak } => {
+                    *streak = streak.wrapping_add(1);
+                    *streak % PROBE_EVERY == 0
+                }
+            };
             let step = match &mut self.state {
                 State::Ended => return Err(SubscribeError::Ended),
                 State::Connecting { retry_at, .. } if Instant::now() >= *retry_at => Step::Connect,
                 State::Connecting { retry_at, .. } => Step::Wait(Some(*retry_at)),
                 State::Connected(s) => {
-                    let broken = s
-                        .shared
-                        .broken
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .take();
+                    let broken = if s.shared.broken_flag.load(Ordering::Acquire) {
+                        s.shared
+                            .broken
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take()
+                    } else {
+                        None
+                    };
                     match broken {
                         Some(why) => Step::Broken(why),
+                        // No one can wake us but the producer: wait in the read itself.
+                        None if !self.waker_given.load(Ordering::Relaxed)
+                            && timeout != Some(Duration::ZERO) =>
+                        {
+                            let left = match timeout {
+                                None => None,
+                                Some(t) => {
+                                    let d =
+                                        *deadline.get_or_insert_with(|| Some(Instant::now() + t));
+                                    let left =
+                                        d.map(|d| d.saturating_duration_since(Instant::now()));
+                                    match left {
+                                        // The first wait of this call: the timeout as given
+                                        // (the socket keeps it: no setsockopt per frame).
+                                        _ if !blocked_once => Some(t),
+                                        Some(l) if l.is_zero() => {
+                                            return Err(SubscribeError::Timeout(t))
+                                        }
+                                        l => l,
+                                    }
+                                }
+                            };
+                            blocked_once = true;
+                            match s.chan.recv_until(left) {
+                                Ok(Some((msg, fds))) => Step::Got(msg, fds),
+                                // Timed out or interrupted: the deadline decides.
+                                Ok(None) => continue,
+                                Err(e) => Step::Failed(e),
+                            }
+                        }
+                        None if !(woken || read_first) => Step::Wait(None),
                         None => match s.chan.try_recv() {
-                            Ok(Some((msg, fds))) => Step::Got(msg, fds),
-                            Ok(None) => Step::Wait(None),
+                            Ok(Some((msg, fds))) => {
+                                if read_first && !woken {
+                                    // It was there before we waited: the consumer is behind.
+                                    self.arrival = Arrival::Queued;
+                                }
+                                Step::Got(msg, fds)
+                            }
+                            Ok(None) => {
+                                if self.arrival == Arrival::Queued {
+                                    self.arrival = Arrival::WhileWaiting { streak: 0 };
+                                }
+                                Step::Wait(None)
+                            }
                             Err(e) => Step::Failed(e),
                         },
                     }
                 }
             };
+            woken = false;
             let wait_until = match step {
                 Step::Connect => {
                     self.try_connect()?;
@@ -502,7 +609,12 @@ impl Subscriber {
                     continue;
                 }
                 Step::Got(msg, fds) => {
-                    self.handle(msg, fds)?;
+                    if let Some(e) = self.handle(msg, fds)? {
+                        if self.events.is_empty() {
+                            return Ok(e);
+                        }
+                        self.events.push_back(e);
+                    }
                     continue;
                 }
                 Step::Failed(e) => {
@@ -511,18 +623,22 @@ impl Subscriber {
                 }
                 Step::Wait(until) => until,
             };
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
             let until = match (deadline, wait_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let mut ready = Vec::new();
-            self.poller
-                .wait(until, &mut ready)
-                .map_err(SubscribeError::Poll)?;
-            if ready.iter().any(|r| r.token == TOKEN_WAKE) && self.wake.drain() {
+            let mut ready = std::mem::take(&mut self.ready);
+            let waited = self.poller.wait(until, &mut ready);
+            let wake = ready.iter().any(|r| r.token == TOKEN_WAKE);
+            woken = ready.iter().any(|r| r.token == TOKEN_SOCKET);
+            let nothing = ready.is_empty();
+            self.ready = ready;
+            waited.map_err(SubscribeError::Poll)?;
+            if wake && self.wake.drain() {
                 return Err(SubscribeError::Interrupted);
             }
-            if ready.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
+            if nothing && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(SubscribeError::Timeout(timeout.unwrap_or_default()));
             }
         }
@@ -663,6 +779,7 @@ impl Subscriber {
                 held: Mutex::new([None; MAX_BUFFERS as usize]),
                 mappings: Mutex::new((0..MAX_BUFFERS).map(|_| None).collect()),
                 broken: Mutex::new(None),
+                broken_flag: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 stall: self.opts.stall_timeout,
             }),
@@ -682,7 +799,13 @@ impl Subscriber {
         }
     }
 
-    fn handle(&mut self, msg: Message, mut fds: Vec<OwnedFd>) -> Result<(), SubscribeError> {
+    /// Handles one message from the producer. A frame is returned (the hot path: no queue);
+    /// anything else becomes queued events.
+    fn handle(
+        &mut self,
+        msg: Message,
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<Option<SubscriberEvent>, SubscribeError> {
         let s = self.session()?;
         match msg {
             Message::AddBuffer {
@@ -692,22 +815,24 @@ impl Subscriber {
                 sysv_id,
             } => {
                 if s.buffers[id as usize].is_some() {
-                    return self.fail(format!("AddBuffer {id}: id already in use"));
+                    return self
+                        .fail(format!("AddBuffer {id}: id already in use"))
+                        .map(|()| None);
                 }
                 let made = match sysv_id {
                     // Attached only if the producer itself could attach it (SO_PEERCRED).
                     Some(sysv) => match s.chan.peer_credentials() {
                         Ok(producer) => Buffer::from_sysv(layout, sysv, &producer),
-                        Err(e) => return self.fail(format!("AddBuffer {id}: {e}")),
+                        Err(e) => return self.fail(format!("AddBuffer {id}: {e}")).map(|()| None),
                     },
                     None => Buffer::from_fds(kind, layout, fds),
                 };
                 match made {
                     Ok(b) => {
-                        s.buffers[id as usize] = Some(b.clone());
+                        s.buffers[id as usize] = Some(Arc::new(b.clone()));
                         self.events
                             .push_back(SubscriberEvent::BufferAdded { id, buffer: b });
-                        Ok(())
+                        Ok(None)
                     }
                     Err(source) => {
                         let e = SubscribeError::Buffer { id, kind, source };
@@ -720,15 +845,19 @@ impl Subscriber {
             }
             Message::RemoveBuffer { id } => {
                 if s.buffers[id as usize].is_none() {
-                    return self.fail(format!("RemoveBuffer {id}: unknown buffer"));
+                    return self
+                        .fail(format!("RemoveBuffer {id}: unknown buffer"))
+                        .map(|()| None);
                 }
                 if s.shared.held.lock().unwrap_or_else(|e| e.into_inner())[id as usize].is_some() {
-                    return self.fail(format!("RemoveBuffer {id}: the consumer still holds it"));
+                    return self
+                        .fail(format!("RemoveBuffer {id}: the consumer still holds it"))
+                        .map(|()| None);
                 }
                 s.buffers[id as usize] = None;
                 s.shared.mappings.lock().unwrap_or_else(|e| e.into_inner())[id as usize] = None;
                 self.events.push_back(SubscriberEvent::BufferRemoved { id });
-                Ok(())
+                Ok(None)
             }
             Message::Frame(FrameMsg {
                 id,
@@ -739,28 +868,36 @@ impl Subscriber {
             }) => {
                 let received_ns = super::monotonic_ns();
                 let Some(buffer) = s.buffers[id as usize].clone() else {
-                    return self.fail(format!("Frame {seq} names unknown buffer {id}"));
+                    return self
+                        .fail(format!("Frame {seq} names unknown buffer {id}"))
+                        .map(|()| None);
                 };
                 {
                     let mut held = s.shared.held.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(h) = held[id as usize] {
                         drop(held);
-                        return self.fail(format!(
-                            "Frame {seq} reuses buffer {id}, still held for frame {h}"
-                        ));
+                        return self
+                            .fail(format!(
+                                "Frame {seq} reuses buffer {id}, still held for frame {h}"
+                            ))
+                            .map(|()| None);
                     }
                     held[id as usize] = Some(seq);
                 }
                 let acquire = if flags & wire::FLAG_FENCE != 0 {
                     match SyncFile::try_from_fd(fds.remove(0)) {
                         Ok(f) => Some(f),
-                        Err(e) => return self.fail(format!("Frame {seq}: acquire fence: {e}")),
+                        Err(e) => {
+                            return self
+                                .fail(format!("Frame {seq}: acquire fence: {e}"))
+                                .map(|()| None)
+                        }
                     }
                 } else {
                     None
                 };
                 let shared = s.shared.clone();
-                self.events.push_back(SubscriberEvent::Frame(Frame {
+                Ok(Some(SubscriberEvent::Frame(Frame {
                     id,
                     seq,
                     timestamp_ns,
@@ -769,13 +906,12 @@ impl Subscriber {
                     acquire,
                     buffer,
                     shared: Some(shared),
-                }));
-                Ok(())
+                })))
             }
             Message::EndOfStream { last_seq } => {
                 self.events
                     .push_back(SubscriberEvent::EndOfStream { last_seq });
-                Ok(())
+                Ok(None)
             }
             Message::Bye {
                 code: ByeCode::Done,
@@ -787,19 +923,22 @@ impl Subscriber {
                     code: ByeCode::Done,
                     reason,
                 });
-                Ok(())
+                Ok(None)
             }
             Message::Bye { code, reason } => {
                 let retry = !matches!(code, ByeCode::Refused | ByeCode::Version);
                 if self.opts.reconnect && retry && self.target.is_some() {
                     return self
-                        .lose_session(format!("the producer said: {reason} ({code})"), false);
+                        .lose_session(format!("the producer said: {reason} ({code})"), false)
+                        .map(|()| None);
                 }
                 self.close_session();
                 self.state = State::Ended;
                 Err(SubscribeError::Bye { code, reason })
             }
-            other => self.fail(format!("unexpected {} from the producer", other.name())),
+            other => self
+                .fail(format!("unexpected {} from the producer", other.name()))
+                .map(|()| None),
         }
     }
 
