@@ -285,6 +285,15 @@ fn produce_options(args: &ProduceArgs, progress: bool, wait_for: usize) -> Produ
     }
 }
 
+/// SIGINT and SIGTERM set the returned flag.
+fn stop_flag_on_signals() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(flag)
+}
+
 /// SIGINT and SIGTERM set the returned flag and wake `waker` (so a blocked wait ends at once).
 fn stop_on_signals(waker: &Waker) -> Result<Arc<AtomicBool>> {
     use std::os::fd::AsFd;
@@ -406,7 +415,10 @@ pub fn consume(target: &SubscribeTarget, args: &ConsumeArgs, json: bool) -> Resu
             .context("consumer: starting on the inherited socket")?,
         (None, None) => unreachable!("checked above"),
     };
-    let stop = stop_on_signals(&sub.waker())?;
+    // A flag, not a waker: the subscriber then waits in its socket's own recvmsg (one system
+    // call per frame), and a signal ends that wait all the same.
+    let stop = stop_flag_on_signals()?;
+    sub.stop_on(stop.clone());
     let report = pipeline::consume(
         &mut sub,
         sink.as_mut(),

@@ -408,7 +408,12 @@ pub struct Subscriber {
     arrival: Arrival,
     /// Whether [`Subscriber::waker`] was called (a wait must then watch the waker too).
     waker_given: AtomicBool,
+    /// Set from a signal handler: `next` ends with `Interrupted` (see [`Subscriber::stop_on`]).
+    stop: Option<Arc<AtomicBool>>,
 }
+
+/// With a stop flag, the longest a wait goes without looking at it.
+const STOP_CHECK: Duration = Duration::from_millis(200);
 
 /// Whether frames are found waiting (the consumer is behind: read at once) or come while it
 /// waits (the consumer is ahead: wait first, then read). Reading first when nothing is there
@@ -476,6 +481,7 @@ impl Subscriber {
             ready: Vec::new(),
             arrival: Arrival::Queued,
             waker_given: AtomicBool::new(false),
+            stop: None,
         })
     }
 
@@ -486,6 +492,16 @@ impl Subscriber {
     pub fn waker(&self) -> Waker {
         self.waker_given.store(true, Ordering::Relaxed);
         self.wake.waker()
+    }
+
+    /// Ends [`Subscriber::next`] with [`SubscribeError::Interrupted`] once `flag` is set: for a
+    /// signal handler that sets a flag (signal-hook's `flag::register`) instead of using a
+    /// [`Waker`], so that waits stay in the socket's own `recvmsg`. The receive timeout the
+    /// wait then always has makes the kernel end it with `EINTR` when the signal comes to this
+    /// thread (even for a handler installed with `SA_RESTART`); a signal that another thread
+    /// takes is seen within 200 ms.
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
     }
 
     /// How many times the producer came back.
@@ -571,10 +587,36 @@ impl Subscriber {
                                 }
                             };
                             blocked_once = true;
+                            // With a stop flag, look at it at least this often (a signal
+                            // delivered to another thread interrupts no read of ours).
+                            let left = match (&self.stop, left) {
+                                (None, l) => l,
+                                (Some(_), None) => Some(STOP_CHECK),
+                                (Some(_), Some(l)) => Some(l.min(STOP_CHECK)),
+                            };
                             match s.chan.recv_until(left) {
                                 Ok(Some((msg, fds))) => Step::Got(msg, fds),
-                                // Timed out or interrupted: the deadline decides.
-                                Ok(None) => continue,
+                                // Timed out or interrupted: the stop flag and the deadline
+                                // decide.
+                                Ok(None) => {
+                                    if self
+                                        .stop
+                                        .as_ref()
+                                        .is_some_and(|f| f.load(Ordering::Relaxed))
+                                    {
+                                        return Err(SubscribeError::Interrupted);
+                                    }
+                                    if timeout.is_none() {
+                                        continue;
+                                    }
+                                    let d = deadline.flatten().expect("set for a timeout");
+                                    if Instant::now() >= d {
+                                        return Err(SubscribeError::Timeout(
+                                            timeout.unwrap_or_default(),
+                                        ));
+                                    }
+                                    continue;
+                                }
                                 Err(e) => Step::Failed(e),
                             }
                         }
@@ -623,11 +665,22 @@ impl Subscriber {
                 }
                 Step::Wait(until) => until,
             };
+            if self
+                .stop
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+            {
+                return Err(SubscribeError::Interrupted);
+            }
             let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
-            let until = match (deadline, wait_until) {
+            let mut until = match (deadline, wait_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if self.stop.is_some() {
+                let check = Instant::now() + STOP_CHECK;
+                until = Some(until.map_or(check, |u| u.min(check)));
+            }
             let mut ready = std::mem::take(&mut self.ready);
             let waited = self.poller.wait(until, &mut ready);
             let wake = ready.iter().any(|r| r.token == TOKEN_WAKE);
