@@ -6,6 +6,7 @@
 # frames, as behind a camera) and unpaced.
 #
 #   bench/profile.sh [OUT_DIR]        FRAMES=20000 SIZE=1920x1080 FRAMESHARE=target/release/frameshare
+#                                     PERF=0 (strace only)
 #
 # Writes OUT_DIR/{strace,perf}-{producer,consumer}-{paced,unpaced}.txt and prints syscalls per
 # frame. perf is optional (Debian: linux-perf); strace is not.
@@ -37,8 +38,10 @@ run_pair() {
     wait $consumer
 }
 
-per_frame() { # strace -c output → "calls/frame syscall" for the busy ones
-    awk -v n="$frames" '$1 ~ /^[0-9.]+$/ && NF >= 5 { c = $(NF-1); if ($NF ~ /^[0-9]+$/) c = $(NF-1); name = $NF; if (name ~ /^[0-9]+$/) next; calls = (NF == 6) ? $4 : $4; if (calls / n >= 0.01) printf "    %-16s %6.2f\n", name, calls / n }' "$1"
+per_frame() { # strace -c output → "syscall calls/frame" for the busy ones, and the total
+    # Rows: % time, seconds, usecs/call, calls, [errors], syscall (errors may be empty).
+    awk -v n="$frames" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF !~ /^[0-9]+$/ && $4 / n >= 0.01 {
+        printf "    %-16s %6.2f\n", $NF, $4 / n }' "$1"
 }
 
 for mode in unpaced paced; do
@@ -47,7 +50,7 @@ for mode in unpaced paced; do
         echo "$side, $mode, $size, $frames frames: syscalls per frame (strace -c -f)"
         per_frame "$out/strace-$side-$mode.txt"
     done
-    if command -v perf >/dev/null; then
+    if [ "${PERF:-1}" != 0 ] && command -v perf >/dev/null; then
         run_pair perf $mode
         for side in producer consumer; do
             perf report -q -i "$out/perf-$side-$mode.data" --no-children --sort dso,symbol \
