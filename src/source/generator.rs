@@ -335,14 +335,24 @@ impl FrameSpec<'_> {
                 overlay(bx, bx + s, self.box_colour);
             }
         }
-        if in_stamp {
-            let cw = self.scene.cell_width;
-            for bit in 0..self.scene.stamp_bits {
-                let on = self.seq >> bit & 1 == 1;
-                overlay(bit * cw, (bit + 1) * cw, if on { WHITE } else { BLACK });
-            }
+        if !in_stamp {
+            return segs;
         }
-        segs
+        // The stamp's cells start at x = 0, side by side: one pass puts them in front of what
+        // the band has right of them (rebuilt every frame, so no sort or allocation per cell).
+        let cw = self.scene.cell_width;
+        let end = self.scene.stamp_bits * cw;
+        let mut out = Vec::with_capacity(self.scene.stamp_bits as usize + segs.len());
+        out.extend((0..self.scene.stamp_bits).map(|bit| {
+            let on = self.seq >> bit & 1 == 1;
+            (bit * cw, (bit + 1) * cw, if on { WHITE } else { BLACK })
+        }));
+        out.extend(
+            segs.into_iter()
+                .filter(|&(_, b, _)| b > end)
+                .map(|(a, b, col)| (a.max(end), b, col)),
+        );
+        out
     }
 
     fn build_row(&self, plane: usize, band: usize, in_box: bool, in_stamp: bool) -> Vec<u8> {
@@ -587,6 +597,27 @@ mod tests {
         a.row_mut(0, 20)[17] ^= 0x40;
         let m = gen.scene().frame(9).verify(&a).unwrap_err();
         assert_eq!((m.plane, m.row, m.byte), (0, 20, 17));
+    }
+
+    #[test]
+    fn a_stamp_row_is_the_cells_then_the_band_as_below_the_stamp() {
+        // 1000 wide: 64 cells of 14 pixels end at 896, inside a bar that goes on past them.
+        let layout = FrameLayout::linear(Fourcc::XR24, 1000, 60, 64).unwrap();
+        let scene = Scene::new(Pattern::Bars, &layout);
+        let cw = scene.cell_width as usize;
+        let end = scene.stamp_bits as usize * cw;
+        assert_eq!((cw, end), (14, 896));
+        for seq in [0, 1, 0xa5a5_5a5a_0ff0_f00f, u64::MAX] {
+            let frame = scene.frame(seq);
+            let (stamp, below) = (frame.row(0, 0), frame.row(0, scene.stamp_rows));
+            assert_eq!(stamp[end * 4..], below[end * 4..], "frame {seq:#x}");
+            for bit in 0..scene.stamp_bits as usize {
+                let want = if seq >> bit & 1 == 1 { WHITE } else { BLACK };
+                let cell = &stamp[bit * cw * 4..(bit + 1) * cw * 4];
+                let px = [want.2, want.1, want.0, 0xff];
+                assert!(cell.chunks(4).all(|p| p == px), "frame {seq:#x} bit {bit}");
+            }
+        }
     }
 
     #[test]
