@@ -234,10 +234,11 @@ impl Conversion {
                 s.conversion_mismatches
             );
         }
-        if let Ok(v) = &mut self.gpu {
-            v.finish()?;
+        // (Opened at open, used only if a buffer needed it: its summary says nothing else.)
+        match &mut self.gpu {
+            Ok(v) if self.stats.converted_buffers > 0 => v.finish(),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
