@@ -56,6 +56,12 @@ fn sizes_through(sink: &str) -> Value {
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    let mut producer = producer;
+    if !consumer.status.success() {
+        // The producer waits for a consumer as long as it takes: one that failed before it
+        // joined would leave it (and this test) waiting for good instead of failing.
+        let _ = producer.kill();
+    }
     let produced = producer.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&consumer.stdout).into_owned();
     assert!(

@@ -455,9 +455,9 @@ fn kms_sink_keeps_a_frame_until_it_left_the_screen() {
     let layout = FrameLayout::linear(Fourcc::XR24, 640, 480, 256).unwrap();
     let mut p = Publisher::new(PublisherOptions::default()).unwrap();
     p.add_connection(ours, true).unwrap();
-    assert!(p
-        .wait_for_consumers(1, Some(Duration::from_secs(30)))
-        .unwrap());
+    // The consumer says Hello once its sink is open (the conversion's pipelines compiled: ~40 s
+    // cold under TCG); a consumer that fails first closes its end, which ends the wait.
+    assert!(p.wait_for_consumers(1, None).unwrap());
     let ids = p.set_buffers(pool("dma-heap", &layout, 3)).unwrap();
     p.publish(ids[0], 0, FrameMeta::default(), None).unwrap();
     // Frame 0 is on screen: buffer 0 stays with the consumer.

@@ -135,9 +135,12 @@ impl CameraSource {
 impl Source for CameraSource {
     fn info(&self) -> SourceInfo {
         SourceInfo {
-            name: match &self.src {
-                Some(s) => format!("v4l2:{}", s.path().display()),
-                None => "v4l2".into(),
+            // The node named before the camera is opened (at `start`, once the consumers
+            // said what they take): consumers are told who the producer is in its Hello.
+            name: match (&self.src, &self.cfg.device) {
+                (Some(s), _) => format!("v4l2:{}", s.path().display()),
+                (None, Some(p)) => format!("v4l2:{}", p.display()),
+                (None, None) => "v4l2".into(),
             },
             pattern: None,
         }

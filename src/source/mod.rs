@@ -106,8 +106,14 @@ pub struct GeneratorSource {
     sizes: Vec<(u32, u32)>,
     change_every: Option<u64>,
     stride_align: u32,
-    late_fence: Option<(crate::sync::SwSyncTimeline, std::time::Duration)>,
+    /// Frames go out before they are written (see [`GeneratorSource::with_gated_acquire_fence`]):
+    /// the timeline their fences are on, and what each write waits for.
+    late_fence: Option<(crate::sync::SwSyncTimeline, WriteGate)>,
 }
+
+/// What a frame sent before its pixels waits for before they are written (given its sequence
+/// number).
+type WriteGate = Box<dyn FnMut(u64) + Send>;
 
 impl GeneratorSource {
     /// A generator of `pattern` frames in `layout`, `count` buffers from `allocator` (`note`
@@ -138,12 +144,19 @@ impl GeneratorSource {
     /// fence signal. A consumer that reads before its acquire fence signals sees stale pixels.
     /// Needs debugfs `sync/sw_sync` (root); `delay` must stay well under the consumers'
     /// acquire timeout (2 s for the CPU sinks).
-    pub fn with_late_acquire_fence(
+    pub fn with_late_acquire_fence(self, delay: std::time::Duration) -> Result<Self, SourceError> {
+        self.with_gated_acquire_fence(move |_| std::thread::sleep(delay))
+    }
+
+    /// The same, with the write of frame `seq` waiting for `gate(seq)` to return instead of a
+    /// delay: a test that holds the gate knows the pixels are not written (and the fence has not
+    /// signalled) until it lets them be, whatever the machine's load.
+    pub fn with_gated_acquire_fence(
         mut self,
-        delay: std::time::Duration,
+        gate: impl FnMut(u64) + Send + 'static,
     ) -> Result<Self, SourceError> {
         let timeline = crate::sync::SwSyncTimeline::open().map_err(SourceError::Fence)?;
-        self.late_fence = Some((timeline, delay));
+        self.late_fence = Some((timeline, Box::new(gate)));
         Ok(self)
     }
 
@@ -204,7 +217,7 @@ impl Source for GeneratorSource {
             return Ok(false);
         };
         let id = frame.id();
-        let Some((timeline, delay)) = &self.late_fence else {
+        let Some((timeline, gate)) = &mut self.late_fence else {
             {
                 let mut access = frame.write()?;
                 self.generator.fill(id, &mut access, seq);
@@ -215,9 +228,9 @@ impl Source for GeneratorSource {
         let fence = timeline
             .create_fence(timeline.value().wrapping_add(1))
             .map_err(SourceError::Fence)?;
-        let (generator, delay) = (&mut self.generator, *delay);
+        let generator = &mut self.generator;
         let written = frame.publish_then_write(seq, fence, |access| {
-            std::thread::sleep(delay);
+            gate(seq);
             generator.fill(id, access, seq);
         });
         // Signal even if the write failed, so no consumer is left waiting; it then sees (and

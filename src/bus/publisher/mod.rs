@@ -1005,9 +1005,10 @@ impl Publisher {
             .any(|f| f.fourcc == l.fourcc() && f.modifier == l.modifier());
         (!ok).then(|| {
             format!(
-                "the stream is {} (modifier {}), which the consumer does not list",
+                "the stream is {} (modifier {}), which the consumer does not list (it takes {})",
                 l.fourcc(),
-                l.modifier()
+                l.modifier(),
+                crate::format::fourcc_names(hello.formats.iter().map(|f| f.fourcc))
             )
         })
     }

@@ -283,34 +283,6 @@ impl Crtc {
         })
     }
 
-    /// Adds another writeback job for the frame on screen (same framebuffer): a commit that
-    /// changes nothing else.
-    pub(super) fn queue_writeback(
-        &mut self,
-        dev: &Card,
-        writeback: &mut Writeback,
-        seq: u64,
-        stats: &mut KmsStats,
-    ) -> Result<(), KmsError> {
-        let card = &dev.drm;
-        self.wait_flip(dev, FLIP_TIMEOUT, stats)?;
-        let Some(set) = &mut self.scanout else {
-            return Err(KmsError::Writeback {
-                path: card.path().to_owned(),
-                why: "no mode is set: nothing on screen to capture".into(),
-            });
-        };
-        let mut req = AtomicModeReq::new();
-        writeback.queue_job(card, set.mode_size(), &mut req)?;
-        card.atomic_commit(
-            AtomicCommitFlags::NONBLOCK | AtomicCommitFlags::PAGE_FLIP_EVENT,
-            req,
-        )
-        .map_err(|e| KmsError::sys(card.path(), "DRM_IOCTL_MODE_ATOMIC (writeback again)", e))?;
-        set.flip = Some(PendingFlip { seq, acquire: None });
-        Ok(())
-    }
-
     /// Takes the frame on screen down and hands it back: turns the plane off (or, where the
     /// driver insists on an enabled primary plane, the whole CRTC) and waits until that is done.
     pub(super) fn turn_off(

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use super::display::KmsDisplay;
+use super::options::ConvertPolicy;
 use super::sink::{not_displayable, ConversionRefusal, ConvertStats, CONVERTIBLE};
 use super::KmsError;
 use crate::alloc::drm_dumb::DrmDumbAllocator;
@@ -43,40 +44,65 @@ pub(super) struct ConvertedFrame {
 
 /// The conversion stage.
 pub(super) struct Conversion {
-    /// `None` until the first buffer needs it; then the Vulkan device, or why there is none.
-    gpu: Option<Result<VulkanSink, String>>,
+    /// The Vulkan device, opened with the stage, or why there is none.
+    gpu: Result<VulkanSink, String>,
     allocator: Option<DrmDumbAllocator>,
     converted: HashMap<u32, Converted>,
-    stream: Option<StreamInfo>,
     /// Check each conversion against the CPU's.
     verify: bool,
     stats: ConvertStats,
 }
 
 impl Conversion {
-    /// A stage that opens nothing until a buffer needs it; `verify` checks every conversion.
-    pub(super) fn new(verify: bool) -> Conversion {
+    /// Opens the stage, all of it unless `policy` is `Never` or no Vulkan driver is installed:
+    /// instance, device, every compute pipeline compiled and run once (they serve every
+    /// format: the format is a push constant). So the consumer is ready when it says Hello,
+    /// and no producer clock runs across a one-time compile (lavapipe under TCG: ~40 s cold,
+    /// ~1 s from Mesa's shader cache). `verify` checks every conversion.
+    pub(super) fn open(policy: ConvertPolicy, verify: bool) -> Conversion {
+        let gpu = if policy == ConvertPolicy::Never {
+            Err("the conversion is off (kms:…:direct)".to_owned())
+        } else if !icd_installed() {
+            Err("no Vulkan driver is installed (no ICD manifest)".to_owned())
+        } else {
+            open_vulkan()
+        };
+        if let Err(why) = &gpu {
+            if policy != ConvertPolicy::Never {
+                log::info!("display: the Vulkan conversion is unavailable: {why}");
+            }
+        }
         Conversion {
-            gpu: None,
+            gpu,
             allocator: None,
             converted: HashMap::new(),
-            stream: None,
             verify,
             stats: ConvertStats::default(),
         }
     }
 
-    /// Whether the conversion may be offered at all (cheap: no device is opened).
-    pub(super) fn may_convert(&self) -> bool {
-        !matches!(self.gpu, Some(Err(_))) && icd_installed()
+    /// Why the conversion cannot be offered, if it cannot (it did not open).
+    pub(super) fn unavailable(&self) -> Option<ConversionRefusal> {
+        self.gpu
+            .as_ref()
+            .err()
+            .map(|why| ConversionRefusal::Unavailable(why.clone()))
     }
 
     pub(super) fn stats(&self) -> &ConvertStats {
         &self.stats
     }
 
-    pub(super) fn start(&mut self, stream: &StreamInfo) {
-        self.stream = Some(stream.clone());
+    /// The GPU checksums the frames against the generator's, when the stream comes from it.
+    pub(super) fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
+        if let Ok(v) = &mut self.gpu {
+            if stream.pattern.is_some() {
+                v.start(stream)?;
+            } else {
+                v.set_pattern(None);
+            }
+        }
+        Ok(())
     }
 
     /// Whether buffer `id` goes through the conversion.
@@ -84,16 +110,11 @@ impl Conversion {
         self.converted.contains_key(&id)
     }
 
-    /// The Vulkan device, opened on first use.
+    /// The Vulkan device, or why there is none.
     fn vulkan(&mut self) -> Result<&mut VulkanSink, ConversionRefusal> {
-        let gpu = match self.gpu.take() {
-            Some(gpu) => gpu,
-            None => open_vulkan(self.stream.as_ref()),
-        };
-        match self.gpu.insert(gpu) {
-            Ok(v) => Ok(v),
-            Err(why) => Err(ConversionRefusal::Unavailable(why.clone())),
-        }
+        self.gpu
+            .as_mut()
+            .map_err(|why| ConversionRefusal::Unavailable(why.clone()))
     }
 
     /// Sets `buffer` up to be converted into a new display buffer of its size, shown on
@@ -155,7 +176,7 @@ impl Conversion {
     /// Forgets buffer `id` (the display forgets its display buffer itself).
     pub(super) fn remove(&mut self, id: u32) {
         self.converted.remove(&id);
-        if let Some(Ok(v)) = &mut self.gpu {
+        if let Ok(v) = &mut self.gpu {
             v.remove_buffer(id);
         }
     }
@@ -196,8 +217,8 @@ impl Conversion {
 
     pub(super) fn bytes_copied(&self) -> u64 {
         match &self.gpu {
-            Some(Ok(v)) => v.bytes_copied(),
-            _ => 0,
+            Ok(v) => v.bytes_copied(),
+            Err(_) => 0,
         }
     }
 
@@ -213,25 +234,21 @@ impl Conversion {
                 s.conversion_mismatches
             );
         }
-        if let Some(Ok(v)) = &mut self.gpu {
-            v.finish()?;
+        // (Opened at open, used only if a buffer needed it: its summary says nothing else.)
+        match &mut self.gpu {
+            Ok(v) if self.stats.converted_buffers > 0 => v.finish(),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
-/// Opens the Vulkan device the conversion runs on (its checksums against the generator's
-/// frames when the stream comes from the generator), or says why it cannot.
-fn open_vulkan(stream: Option<&StreamInfo>) -> Result<VulkanSink, String> {
+/// Opens the Vulkan device the conversion runs on, or says why it cannot.
+fn open_vulkan() -> Result<VulkanSink, String> {
     let opts = VulkanOptions {
         convert: false,
         ..VulkanOptions::default()
     };
-    let mut v = VulkanSink::new(opts).map_err(|e| e.to_string())?;
-    if let Some(s) = stream.filter(|s| s.pattern.is_some()) {
-        v.start(s).map_err(|e| e.to_string())?;
-    }
-    Ok(v)
+    VulkanSink::new(opts).map_err(|e| e.to_string())
 }
 
 /// Compares an XR24 display buffer with the CPU conversion of `frame` (the same integer BT.601

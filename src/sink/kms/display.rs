@@ -43,8 +43,6 @@ pub struct KmsStats {
     pub mismatches: u64,
     /// Frames passed with an unsignalled acquire fence as `IN_FENCE_FD`.
     pub in_fences: u64,
-    /// Writeback jobs queued again because the driver dropped one (vkms race).
-    pub writeback_retries: u64,
     /// Buffers imported (PRIME + AddFB2).
     pub imports: u64,
     /// Intervals between consecutive flips, µs (for pacing reports).
@@ -218,7 +216,7 @@ impl KmsDisplay {
         let verified = match writeback {
             None => None,
             Some(wb) => {
-                let ok = wb.verify(dev, crtc, frame, flipped.placement, (id, seq), stats)?;
+                let ok = wb.verify(frame, flipped.placement, (id, seq), stats)?;
                 if ok {
                     stats.verified += 1;
                 } else {

@@ -112,17 +112,26 @@ pub(super) fn not_displayable(
 }
 
 impl KmsSink {
-    /// Opens the display `opts` names (see [`KmsDisplay::open`]). A build without Vulkan
-    /// refuses `convert` here.
+    /// Opens the display `opts` names (see [`KmsDisplay::open`]) and, unless the conversion
+    /// is off (`direct`), the conversion too, compiling its pipelines: the sink is ready for
+    /// any buffer once this returns, before its consumer says Hello. Where the conversion
+    /// cannot open (no Vulkan driver, or a build without Vulkan), it is not offered, and
+    /// `convert` is refused here.
     pub fn open(opts: &KmsOptions) -> Result<KmsSink, KmsError> {
         #[cfg(not(feature = "vulkan"))]
         if opts.convert == ConvertPolicy::Always {
             return Err(KmsError::ConversionUnavailable(ConversionRefusal::NotBuilt));
         }
         let display = KmsDisplay::open(opts)?;
+        #[cfg(feature = "vulkan")]
+        let conversion = super::convert::Conversion::open(opts.convert, display.verifies());
+        #[cfg(feature = "vulkan")]
+        if let (ConvertPolicy::Always, Some(why)) = (opts.convert, conversion.unavailable()) {
+            return Err(KmsError::ConversionUnavailable(why));
+        }
         Ok(KmsSink {
             #[cfg(feature = "vulkan")]
-            conversion: super::convert::Conversion::new(display.verifies()),
+            conversion,
             display,
             policy: opts.convert,
             to_release: Vec::new(),
@@ -148,10 +157,10 @@ impl KmsSink {
         buffer.kind().is_dma_buf() && self.display.scans_out(l.fourcc(), l.modifier())
     }
 
-    /// Whether the conversion may be offered at all (cheap: no device is opened).
+    /// Whether the conversion is offered (it is not off, and it opened).
     fn may_convert(&self) -> bool {
         #[cfg(feature = "vulkan")]
-        return self.policy != ConvertPolicy::Never && self.conversion.may_convert();
+        return self.policy != ConvertPolicy::Never && self.conversion.unavailable().is_none();
         #[cfg(not(feature = "vulkan"))]
         false
     }
@@ -202,8 +211,7 @@ impl Sink for KmsSink {
     }
 
     /// What the plane scans out first (a producer that can deliver one of those needs no
-    /// conversion), then, if a Vulkan driver is installed, what the conversion reads, from any
-    /// kind of memory.
+    /// conversion), then, if the conversion opened, what it reads, from any kind of memory.
     fn caps(&self) -> SinkCaps {
         let mut caps = SinkCaps {
             fences: true,
@@ -231,7 +239,7 @@ impl Sink for KmsSink {
     fn start(&mut self, stream: &StreamInfo) -> Result<(), SinkError> {
         self.display.set_pattern(stream.pattern);
         #[cfg(feature = "vulkan")]
-        self.conversion.start(stream);
+        self.conversion.start(stream)?;
         Ok(())
     }
 
