@@ -399,46 +399,54 @@ fn the_cli_consumer_survives_a_truncating_producer_and_exits_cleanly() {
 /// Plays a consumer that truncates the producer's posix-shm buffer 0 (through a read-write
 /// re-open of its fd in /proc, the one way left once the fd itself is read-only) and keeps
 /// releasing frames without reading them. Returns the producer's Bye.
-fn truncate_the_producers_buffer(c: &mut Channel) -> (ByeCode, String) {
+/// Returns the producer's Bye and the id of the buffer truncated.
+fn truncate_the_producers_buffer(c: &mut Channel) -> (ByeCode, String, u32) {
     let (h, _) = c.recv_timeout(Some(WAIT)).unwrap();
     assert!(matches!(h, Message::Hello(_)), "{h:?}");
     c.send(&consumer_hello("truncator"), &[]).unwrap();
-    let release = |c: &mut Channel, id, seq| {
-        c.send(&Message::Release { id, seq, flags: 0 }, &[])
-            .unwrap()
-    };
+    // Once the buffer is truncated the producer may notice (at its next write into it) and end
+    // the stream at any moment: a release may then find the socket closed, while the producer's
+    // Bye is still queued for us to read.
+    let release =
+        |c: &mut Channel, id, seq| match c.send(&Message::Release { id, seq, flags: 0 }, &[]) {
+            Ok(()) | Err(ChannelError::PeerClosed) => {}
+            Err(e) => panic!("sending a release: {e}"),
+        };
     let mut buffers = Vec::new();
-    loop {
+    let truncated = loop {
         let (msg, fds) = c.recv_timeout(Some(WAIT)).unwrap();
         match msg {
             Message::AddBuffer {
+                id,
                 kind: BufferKind::PosixShm,
                 ..
-            } => buffers.push(fds.into_iter().next().unwrap()),
+            } => buffers.push((id, fds.into_iter().next().unwrap())),
             Message::Frame(f) => {
                 // Every buffer arrived: each fd is read-only, ftruncate through it fails.
                 assert_eq!(buffers.len(), 4);
-                for fd in &buffers {
+                for (_, fd) in &buffers {
                     let mode = rustix::fs::fcntl_getfl(fd).unwrap() & rustix::fs::OFlags::ACCMODE;
                     assert_eq!(mode, rustix::fs::OFlags::RDONLY);
                     assert_eq!(rustix::fs::ftruncate(fd, 0), Err(rustix::io::Errno::INVAL));
                 }
+                // The buffer of the frame we hold, so the producer cannot be writing it now.
+                let (_, held) = buffers.iter().find(|(id, _)| *id == f.id).unwrap();
                 let rw = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
-                    .open(format!("/proc/self/fd/{}", buffers[0].as_raw_fd()))
+                    .open(format!("/proc/self/fd/{}", held.as_raw_fd()))
                     .expect("re-opening our own peer's object read-write (same user)");
                 rw.set_len(0).unwrap();
                 release(c, f.id, f.seq);
-                break;
+                break f.id;
             }
             other => panic!("{other:?}"),
         }
-    }
+    };
     loop {
         match c.recv_timeout(Some(WAIT)).unwrap() {
             (Message::Frame(f), _) => release(c, f.id, f.seq),
-            (Message::Bye { code, reason }, _) => return (code, reason),
+            (Message::Bye { code, reason }, _) => return (code, reason, truncated),
             (other, _) => panic!("{other:?}"),
         }
     }
@@ -472,11 +480,11 @@ fn a_consumer_truncating_the_producers_shm_ends_the_stream_cleanly() {
             .map(|_| ())
             .map_err(|e| pipeline::error_chain(&e))
     });
-    let (_, reason) = truncate_the_producers_buffer(&mut c);
+    let (_, reason, id) = truncate_the_producers_buffer(&mut c);
     let err = producer.join().unwrap().expect_err("the stream ends");
-    let needle = "buffer 0 (posix-shm) was truncated by the peer while mapped";
-    assert!(reason.contains(needle), "Bye {reason:?}");
-    assert!(err.contains(needle), "{err}");
+    let needle = format!("buffer {id} (posix-shm) was truncated by the peer while mapped");
+    assert!(reason.contains(&needle), "Bye {reason:?}");
+    assert!(err.contains(&needle), "{err}");
     drop(c);
     assert_eq!(
         fd_count(),
@@ -515,7 +523,7 @@ fn the_cli_producer_survives_a_truncating_consumer_and_exits_cleanly() {
             Err(e) => panic!("no producer: {e}"),
         }
     };
-    let (_, reason) = truncate_the_producers_buffer(&mut c);
+    let (_, reason, id) = truncate_the_producers_buffer(&mut c);
     assert!(
         reason.contains("truncated by the peer while mapped"),
         "{reason}"
@@ -525,7 +533,9 @@ fn the_cli_producer_survives_a_truncating_consumer_and_exits_cleanly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}: {stderr}", out.status);
     assert!(
-        stderr.contains("buffer 0 (posix-shm) was truncated by the peer while mapped"),
+        stderr.contains(&format!(
+            "buffer {id} (posix-shm) was truncated by the peer while mapped"
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
