@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use frameshare::alloc::AllocatorSpec;
-use frameshare::format::{FormatModifier, Fourcc, Modifier};
+use frameshare::format::{Fourcc, Modifier};
 
 use crate::args::{self, Size};
 
@@ -106,7 +106,7 @@ fn allocator(spec: &AllocatorSpec) -> AllocAnswer {
 }
 
 #[cfg(feature = "kms")]
-fn kms(want: FormatModifier) -> KmsAnswer {
+fn kms(want: frameshare::format::FormatModifier) -> KmsAnswer {
     let outputs = frameshare::sink::kms::outputs();
     let mut a = KmsAnswer {
         works: false,
@@ -228,7 +228,7 @@ pub fn explain(args: &ExplainArgs) -> Result<i32> {
     if args.into != Into::Vulkan {
         #[cfg(feature = "kms")]
         {
-            let k = kms(FormatModifier {
+            let k = kms(frameshare::format::FormatModifier {
                 fourcc: args.fourcc,
                 modifier: args.modifier,
             });

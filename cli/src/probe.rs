@@ -118,7 +118,8 @@ pub struct Probe {
     pub video: Vec<VideoNode>,
     /// V4L2 capture devices with their formats and sizes (feature `v4l2`; empty without it).
     pub cameras: Vec<CameraInfo>,
-    /// KMS devices: connectors, planes and the formats each plane scans out.
+    /// KMS devices: connectors, planes and the formats each plane scans out (feature `kms`).
+    #[cfg(feature = "kms")]
     pub kms: Vec<frameshare::sink::kms::KmsDeviceInfo>,
     /// Whether debugfs `sync/sw_sync` is there (test fences).
     pub sw_sync: bool,
@@ -298,6 +299,7 @@ pub fn probe() -> Probe {
         drm: drm_nodes(),
         video: video_nodes(),
         cameras: cameras(),
+        #[cfg(feature = "kms")]
         kms: frameshare::sink::kms::outputs(),
         sw_sync: Path::new("/sys/kernel/debug/sync/sw_sync").exists(),
         vulkan: vulkan(),
@@ -408,6 +410,7 @@ impl std::fmt::Display for Probe {
                 writeln!(f, "  also (not handled): {}", other.join(" "))?;
             }
         }
+        #[cfg(feature = "kms")]
         for k in &self.kms {
             writeln!(f, "kms         {} ({})", k.path, k.driver)?;
             for c in &k.connectors {
@@ -447,11 +450,13 @@ impl std::fmt::Display for Probe {
 pub struct VulkanProbe {
     /// Why Vulkan is unusable here, if it is.
     pub error: Option<String>,
-    /// Each device and what it can import.
+    /// Each device and what it can import (feature `vulkan`).
+    #[cfg(feature = "vulkan")]
     pub devices: Vec<frameshare::gpu::vulkan::DeviceCaps>,
 }
 
 /// Lists the Vulkan devices and their import capabilities.
+#[cfg(feature = "vulkan")]
 pub fn vulkan() -> VulkanProbe {
     match frameshare::gpu::vulkan::probe() {
         Ok(devices) => VulkanProbe {
@@ -465,12 +470,22 @@ pub fn vulkan() -> VulkanProbe {
     }
 }
 
+/// A build without the `vulkan` feature probes no GPU.
+#[cfg(not(feature = "vulkan"))]
+pub fn vulkan() -> VulkanProbe {
+    VulkanProbe {
+        error: Some("this build has no Vulkan (feature vulkan)".into()),
+    }
+}
+
 impl std::fmt::Display for VulkanProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(feature = "vulkan")]
         let yes = |b: bool| if b { "yes" } else { "no" };
         if let Some(e) = &self.error {
             writeln!(f, "vulkan      none: {e}")?;
         }
+        #[cfg(feature = "vulkan")]
         for d in &self.devices {
             writeln!(
                 f,

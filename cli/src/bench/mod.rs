@@ -95,7 +95,9 @@ use driver::{Driver, PeerProcess};
 pub use peer::peer;
 use report::{report, ReportInputs};
 pub use report::{BenchReport, FpsFigure, HandoffFigure, SizeScaling, SkippedAlloc};
-pub use vulkan::{VulkanFigures, VULKAN_NOT_MEASURED};
+#[cfg(feature = "vulkan")]
+pub use vulkan::VulkanFigures;
+pub use vulkan::VULKAN_NOT_MEASURED;
 
 /// The pixel format every cell uses.
 pub const FORMAT: Fourcc = Fourcc::XR24;
