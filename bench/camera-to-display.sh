@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# bench/camera-to-display.sh — camera to display, frameshare against GStreamer, side by side in one
+# VM boot: vivid's first capture node (640x480 XR24, asked for 30 fps: vivid defaults to 5) to
+# vkms, FRAMES frames each.
+#   frameshare: `frameshare run --source v4l2:NODE:export --sink kms:vkms:direct` (the camera's own
+#               buffers exported as dma-bufs, sent to a consumer process that scans them out)
+#   GStreamer:  `gst-launch-1.0 v4l2src io-mode=dmabuf ! kmssink` (one process, the same buffers)
+# Prints, for each: wall seconds, frames, fps, and CPU µs per frame (user + system of every
+# process of the pipeline). Run it in the VM:
+#   cargo build --release --all-features && ci/vm-run bench/camera-to-display.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+frames=${FRAMES:-300}
+bin=${FRAMESHARE:-target/release/frameshare}
+node=
+for n in /sys/class/video4linux/video*; do
+  if [ "$(cat "$n/name")" = vivid-000-vid-cap ]; then node=/dev/$(basename "$n"); break; fi
+done
+[ -n "$node" ] || { echo "no vivid capture node (run this inside ci/vm-run)" >&2; exit 1; }
+v4l2-ctl -d "$node" --set-fmt-video=width=640,height=480,pixelformat=XR24 >/dev/null 2>&1 || true
+
+measure() {  # measure NAME CMD...: wall time, and user + system CPU of the command and its children
+  local name=$1 wall user sys
+  shift
+  if ! /usr/bin/time -f '%e %U %S' -o /tmp/c2d.time "$@" >/tmp/c2d.out 2>/tmp/c2d.err; then
+    echo "$name failed:" >&2; cat /tmp/c2d.out /tmp/c2d.err >&2; exit 1
+  fi
+  read -r wall user sys </tmp/c2d.time
+  awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v f="$frames" 'BEGIN {
+    printf "%-11s %4d frames in %6.2f s  %6.1f fps  CPU %7.0f us/frame (user %.2f s, sys %.2f s)\n",
+      n, f, w, f / w, (u + s) * 1e6 / f, u, s }'
+  # frameshare's own report: the rate once streaming (start-up left out), latency, copies
+  if [ "$name" = frameshare ]; then
+    grep -oE '"(fps|frames_delivered|frames_dropped|bytes_copied)": *[0-9.]+|"p50": *[0-9.]+' /tmp/c2d.out |
+      tr '\n' ' '; echo
+  fi
+}
+
+echo "camera $node 640x480 XR24 -> vkms, $frames frames each"
+measure frameshare "$bin" run --source "v4l2:$node:export:fps=30" --format XR24 --size 640x480 \
+  --sink kms:vkms:direct --frames "$frames" --json
+measure gstreamer gst-launch-1.0 -q v4l2src device="$node" io-mode=dmabuf num-buffers="$frames" \
+  ! video/x-raw,format=BGRx,width=640,height=480,framerate=30/1 ! kmssink driver-name=vkms
