@@ -337,15 +337,7 @@ impl Publisher {
             self.settle_retiring(id);
         }
         self.kind = buffers.first().map(|b| b.kind());
-        let mut ids = Vec::with_capacity(buffers.len());
-        for b in buffers {
-            ids.push(self.pool.insert(b).ok_or(PublishError::TooManyBuffers)?);
-        }
-        let tokens: Vec<u64> = self.live().map(|s| s.token).collect();
-        for t in tokens {
-            self.announce(t, &ids);
-        }
-        Ok(ids)
+        self.insert_and_announce(buffers)
     }
 
     /// Adds buffers to the pool beside the ones there (nothing retires), announced to every
@@ -356,6 +348,11 @@ impl Publisher {
         if self.pool.current_ids().is_empty() {
             self.kind = buffers.first().map(|b| b.kind());
         }
+        self.insert_and_announce(buffers)
+    }
+
+    /// Puts `buffers` in the pool and tells every consumer there of them; returns their ids.
+    fn insert_and_announce(&mut self, buffers: Vec<Buffer>) -> Result<Vec<u32>, PublishError> {
         let mut ids = Vec::with_capacity(buffers.len());
         for b in buffers {
             ids.push(self.pool.insert(b).ok_or(PublishError::TooManyBuffers)?);
