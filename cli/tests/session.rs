@@ -458,6 +458,64 @@ fn added_buffers_are_announced_once_each() {
     );
 }
 
+/// A slow consumer is not a stalled one: under `wait` it paces the stream, so frames queue
+/// behind its slow ones and each stays out far longer than the stall timeout — yet it gives one
+/// back every period, and it is never evicted. (The stall clock of a hold runs from the later
+/// of its delivery and the consumer's last give-back.)
+#[test]
+fn a_slow_consumer_that_keeps_giving_frames_back_is_not_evicted() {
+    let stall = Duration::from_secs(2);
+    let (buffers, frames, period) = (24, 40u64, Duration::from_millis(150));
+    let mut s = TwoConsumers::new(
+        "slow",
+        0,
+        buffers,
+        PublisherOptions {
+            stall_timeout: stall,
+            setup_timeout: stall,
+            ..PublisherOptions::default()
+        },
+    );
+    // The raw consumer moves to its own thread (the fixture keeps an unused channel).
+    let (unused, _peer) = Channel::pair().unwrap();
+    let mut raw = std::mem::replace(&mut s.raw, unused);
+    let slow = thread::spawn(move || {
+        let mut got = 0u64;
+        loop {
+            match raw.recv_timeout(Some(WAIT)).unwrap().0 {
+                Message::AddBuffer { .. } | Message::RemoveBuffer { .. } => {}
+                Message::Frame(f) => {
+                    // One frame per period: the frames behind it wait in the socket.
+                    thread::sleep(period);
+                    let release = Message::Release {
+                        id: f.id,
+                        seq: f.seq,
+                        flags: 0,
+                    };
+                    raw.send(&release, &[]).unwrap();
+                    got += 1;
+                }
+                Message::EndOfStream { .. } => {}
+                Message::Bye { code, reason } => return (got, code, reason),
+                m => panic!("{m:?}"),
+            }
+        }
+    });
+    let start = Instant::now();
+    for _ in 0..frames {
+        s.publish();
+    }
+    let stats = s.publisher.stats().clone();
+    assert_eq!(stats.evicted, 0, "{stats:?}");
+    let stats = s.finish(0);
+    let (got, code, reason) = slow.join().unwrap();
+    assert_eq!((got, code), (frames, ByeCode::Done), "{reason}");
+    assert_eq!(stats.evicted, 0, "{stats:?}");
+    // The test means something only if the stream was paced by the slow consumer, well past
+    // the stall timeout in all.
+    assert!(start.elapsed() > stall, "{:?}", start.elapsed());
+}
+
 /// A consumer that holds its frames past the stall timeout is evicted with a Bye saying so;
 /// the stream goes on for the others, which lose no frame. Until it gives a frame back after
 /// it was told of the buffers, a consumer may be setting itself up (GPU pipelines, a display

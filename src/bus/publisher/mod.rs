@@ -83,7 +83,9 @@ pub struct PublisherOptions {
     pub pattern: Option<String>,
     /// Who may connect besides this user.
     pub access: AccessPolicy,
-    /// A consumer that holds a frame, or leaves its socket unread, this long is evicted.
+    /// A consumer that holds frames and gives none back, or leaves its socket unread, this long
+    /// is evicted (a slow consumer that keeps giving frames back is not: under `wait` it paces
+    /// the stream).
     pub stall_timeout: Duration,
     /// The same for a consumer's frames until it gives one back after it joined or the
     /// format changed: it may be setting itself up for the new buffers (GPU imports and

@@ -295,6 +295,7 @@ impl Publisher {
             }
         }
         s.held[id as usize] = None;
+        s.last_release = Some(Instant::now());
         // A frame of the current buffers came back: it is set up (old ones, given back after a
         // format change, say nothing of the new).
         if self.pool.get(id).is_some_and(|slot| !slot.retiring) {

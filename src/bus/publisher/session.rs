@@ -71,6 +71,11 @@ pub(super) struct Session {
     /// changed): it may be setting itself up for them (GPU imports and pipelines, a display
     /// mode), so its frames get the setup timeout before it counts as stalled.
     pub(super) setting_up: bool,
+    /// When it last gave a frame back. A consumer that keeps giving frames back is slow, not
+    /// stalled: under `wait` it paces the stream, and frames queued behind its slow ones were
+    /// sent long before it could read them. So a hold counts from the later of the frame's
+    /// delivery and the last give-back.
+    pub(super) last_release: Option<Instant>,
     queue: VecDeque<Queued>,
     /// When the queue last went from empty to non-empty.
     queued_since: Option<Instant>,
@@ -147,6 +152,7 @@ impl Session {
             held: [None; MAX_BUFFERS as usize],
             mailbox: None,
             setting_up: true,
+            last_release: None,
             queue: VecDeque::new(),
             queued_since: None,
             watching_output: false,
@@ -259,10 +265,15 @@ impl Session {
         }
     }
 
+    /// Where the stall clock of hold `h` starts: its delivery, or the last give-back if later.
+    fn hold_start(&self, h: &Held) -> Instant {
+        self.last_release.map_or(h.since, |r| r.max(h.since))
+    }
+
     /// The time by which this session must have made progress, if anything is pending.
     pub(super) fn deadline(&self, stall: Duration, setup: Duration) -> Option<Instant> {
         let limit = self.hold_limit(stall, setup);
-        let oldest_hold = self.held.iter().flatten().map(|h| h.since).min();
+        let oldest_hold = self.held.iter().flatten().map(|h| self.hold_start(h)).min();
         let handshake = match self.phase {
             Phase::AwaitHello { deadline } => deadline,
             Phase::Live => None,
@@ -292,7 +303,7 @@ impl Session {
             .iter()
             .enumerate()
             .filter_map(|(i, h)| Some((i, (*h)?)))
-            .find(|(_, h)| now.duration_since(h.since) >= self.hold_limit(stall, setup))
+            .find(|(_, h)| now.duration_since(self.hold_start(h)) >= self.hold_limit(stall, setup))
         {
             let limit = self.hold_limit(stall, setup);
             let setting_up = if self.setting_up {
