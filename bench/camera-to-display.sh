@@ -4,6 +4,9 @@
 # vkms, FRAMES frames each.
 #   frameshare: `frameshare run --source v4l2:NODE:export --sink kms:vkms:direct` (the camera's own
 #               buffers exported as dma-bufs, sent to a consumer process that scans them out)
+#   converted:  the same with the camera in YUYV and `--sink kms:vkms`: the consumer converts each
+#               frame with Vulkan into a display buffer before the plane scans it out
+#               (CONVERTED=0 leaves it out; CONVERTED=only runs only it)
 #   GStreamer:  `gst-launch-1.0 v4l2src io-mode=dmabuf ! kmssink` (one process, the same buffers)
 # Prints, for each: wall seconds, frames, fps, and CPU µs per frame (user + system of every
 # process of the pipeline). Run it in the VM:
@@ -29,15 +32,29 @@ measure() {  # measure NAME CMD...: wall time, and user + system CPU of the comm
   awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v f="$frames" 'BEGIN {
     printf "%-11s %4d frames in %6.2f s  %6.1f fps  CPU %7.0f us/frame (user %.2f s, sys %.2f s)\n",
       n, f, w, f / w, (u + s) * 1e6 / f, u, s }'
-  # frameshare's own report: the rate once streaming (start-up left out), latency, copies
-  if [ "$name" = frameshare ]; then
-    grep -oE '"(fps|frames_delivered|frames_dropped|bytes_copied)": *[0-9.]+|"p50": *[0-9.]+' /tmp/c2d.out |
+  # frameshare's own report: the rate once streaming (start-up left out), latency, copies,
+  # conversions (and how many went to the display as an IN_FENCE_FD, with no CPU wait)
+  if [ "$name" != gstreamer ]; then
+    grep -oE '"(fps|frames_delivered|frames_dropped|frames_converted|conversion_in_fences|bytes_copied)": *[0-9.]+|"p50": *[0-9.]+' /tmp/c2d.out |
       tr '\n' ' '; echo
   fi
 }
+
+converted=${CONVERTED:-1}
+if [ "$converted" = only ]; then
+  echo "camera $node 640x480 YUYV -> Vulkan conversion -> vkms, $frames frames"
+  measure converted "$bin" run --source "v4l2:$node:export:fps=30" --format YUYV --size 640x480 \
+    --sink kms:vkms --frames "$frames" --json
+  exit 0
+fi
 
 echo "camera $node 640x480 XR24 -> vkms, $frames frames each"
 measure frameshare "$bin" run --source "v4l2:$node:export:fps=30" --format XR24 --size 640x480 \
   --sink kms:vkms:direct --frames "$frames" --json
 measure gstreamer gst-launch-1.0 -q v4l2src device="$node" io-mode=dmabuf num-buffers="$frames" \
   ! video/x-raw,format=BGRx,width=640,height=480,framerate=30/1 ! kmssink driver-name=vkms
+if [ "$converted" != 0 ]; then
+  echo "camera $node 640x480 YUYV -> Vulkan conversion -> vkms, $frames frames"
+  measure converted "$bin" run --source "v4l2:$node:export:fps=30" --format YUYV --size 640x480 \
+    --sink kms:vkms --frames "$frames" --json
+fi

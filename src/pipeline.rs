@@ -364,6 +364,13 @@ pub struct ConsumeReport {
     pub bytes_copied: u64,
     /// Frames the sink converted on the GPU before showing them.
     pub frames_converted: u64,
+    /// Of those, frames whose conversion's completion went to the display as the commit's
+    /// `IN_FENCE_FD` (no CPU wait for the GPU).
+    #[serde(default)]
+    pub conversion_in_fences: u64,
+    /// Of those, frames whose conversion the CPU waited for before the commit.
+    #[serde(default)]
+    pub conversion_cpu_waits: u64,
     /// Producer "ready" → consumer "received", every frame: includes the time a frame waited
     /// in the queue behind the sink (unpaced, this is mostly queueing).
     pub latency_us: Latency,
@@ -568,6 +575,9 @@ pub fn consume(
     }
     report.bytes_copied = sink.bytes_copied();
     report.frames_converted = sink.frames_converted();
+    let sync = sink.conversion_sync();
+    report.conversion_in_fences = sync.in_fences;
+    report.conversion_cpu_waits = sync.cpu_waits;
     report.formats_seen = layouts.len() as u32;
     report.latency_us = latencies.latency();
     report.handoff_frames = handoffs.seen;

@@ -35,6 +35,12 @@ pub struct StreamReport {
     pub frames_dropped: u64,
     /// Frames the display converted on the GPU; null for `produce`.
     pub frames_converted: Option<u64>,
+    /// Of those, frames whose conversion's completion went to the display as the commit's
+    /// `IN_FENCE_FD` (no CPU wait for the GPU); null for `produce`.
+    pub conversion_in_fences: Option<u64>,
+    /// Of those, frames whose conversion the CPU waited for before the commit (writeback
+    /// verification; a device that cannot export SYNC_FD); null for `produce`.
+    pub conversion_cpu_waits: Option<u64>,
     /// Pixel bytes copied on the way (0 on every zero-copy path).
     pub bytes_copied: u64,
     /// Seconds from the first frame to the end.
@@ -87,6 +93,8 @@ impl StreamReport {
             frames_verified: None,
             frames_dropped: p.frames_dropped,
             frames_converted: None,
+            conversion_in_fences: None,
+            conversion_cpu_waits: None,
             bytes_copied: p.bytes_copied,
             elapsed_s: p.elapsed_s,
             fps: fps(p.frames_produced, p.elapsed_s),
@@ -116,6 +124,8 @@ impl StreamReport {
             frames_verified: Some(c.frames_verified),
             frames_dropped: c.frames_dropped,
             frames_converted: Some(c.frames_converted),
+            conversion_in_fences: Some(c.conversion_in_fences),
+            conversion_cpu_waits: Some(c.conversion_cpu_waits),
             bytes_copied: c.bytes_copied,
             elapsed_s: c.elapsed_s,
             fps: fps(c.frames_delivered, c.elapsed_s),
@@ -144,6 +154,8 @@ impl StreamReport {
             frames_verified: c.frames_verified,
             frames_dropped: p.frames_dropped + c.frames_dropped,
             frames_converted: c.frames_converted,
+            conversion_in_fences: c.conversion_in_fences,
+            conversion_cpu_waits: c.conversion_cpu_waits,
             bytes_copied: p.bytes_copied + c.bytes_copied,
             fps: fps(delivered, p.elapsed_s),
             queue_latency_us: c.queue_latency_us,
@@ -186,7 +198,14 @@ impl StreamReport {
         }
         line("frames dropped", self.frames_dropped.to_string());
         if let Some(n) = self.frames_converted.filter(|n| *n > 0) {
-            line("frames converted", format!("{n} (GPU, for the display)"));
+            line(
+                "frames converted",
+                format!(
+                    "{n} (GPU, for the display; {} as IN_FENCE_FD, {} waited for on the CPU)",
+                    self.conversion_in_fences.unwrap_or(0),
+                    self.conversion_cpu_waits.unwrap_or(0)
+                ),
+            );
         }
         line("bytes copied", self.bytes_copied.to_string());
         line(

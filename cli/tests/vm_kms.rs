@@ -527,6 +527,36 @@ fn formats_the_plane_cannot_take_are_converted_on_the_gpu() {
             &[],
         );
         assert_eq!(v["frames_converted"], 30, "{alloc} {format}: {v}");
+        // Verifying reads the display buffer: each conversion is waited for on the CPU.
+        assert_eq!(v["conversion_cpu_waits"], 30, "{alloc} {format}: {v}");
+    }
+}
+
+/// On the plain display path nothing waits for the GPU on the CPU: every converted frame's
+/// conversion is exported from its SYNC_FD semaphore and goes to the plane as the commit's
+/// IN_FENCE_FD (lavapipe exports SYNC_FD, so this is asserted, not skipped). Every frame is
+/// delivered and shown, and every held frame comes back (the run ends).
+#[test]
+fn converted_frames_go_to_the_display_as_in_fences() {
+    let Some(_display) = vkms() else {
+        return;
+    };
+    for (alloc, format) in [
+        ("dma-heap", "YUYV"),
+        ("dma-heap", "NV12"),
+        ("memfd", "XR24"),
+    ] {
+        let v = common::run_json(&[
+            "--alloc", alloc, "--format", format, "--size", "640x480", "--sink", "kms:vkms",
+            "--frames", "30",
+        ]);
+        let what = format!("{alloc} {format}: {v}");
+        assert_eq!(v["frames_delivered"], 30, "{what}");
+        assert_eq!(v["frames_dropped"], 0, "{what}");
+        assert_eq!(v["frames_converted"], 30, "{what}");
+        assert_eq!(v["conversion_in_fences"], 30, "{what}");
+        assert_eq!(v["conversion_cpu_waits"], 0, "{what}");
+        assert_eq!(v["bytes_copied"], 0, "{what}");
     }
 }
 

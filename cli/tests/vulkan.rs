@@ -313,4 +313,19 @@ fn import_beats_staging_in_the_same_run() {
     assert_eq!(r["staging_bytes_per_frame"], 1920 * 1080 * 4, "{r}");
     let us = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
     assert!(us("import_us") > 0.0 && us("staging_us") > 0.0, "{r}");
+    // The transfer step alone, beside the whole frame: the staging copy (CPU) against the
+    // import's ownership acquire, timed on the GPU (lavapipe's queue has timestamps).
+    eprintln!(
+        "transfer alone: import {:.1} µs/frame, staging {:.1} µs/frame, ratio {:.1}; import call {:.1} µs",
+        us("import_transfer_us"),
+        us("staging_transfer_us"),
+        us("transfer_ratio"),
+        us("import_call_us")
+    );
+    assert_eq!(r["gpu_timestamps"], true, "{r}");
+    assert!(
+        us("staging_transfer_us") > 0.0 && us("import_transfer_us") >= 0.0,
+        "{r}"
+    );
+    assert!(us("import_call_us") > 0.0, "{r}");
 }

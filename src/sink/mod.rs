@@ -225,10 +225,25 @@ pub trait Sink {
         0
     }
 
+    /// How the display waited for those conversions.
+    fn conversion_sync(&self) -> ConversionSync {
+        ConversionSync::default()
+    }
+
     /// Called at the end of the stream.
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+}
+
+/// How a display waited for the GPU conversions in front of its plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConversionSync {
+    /// Conversions whose completion went to the plane as the commit's `IN_FENCE_FD` (the
+    /// display waited, not the CPU).
+    pub in_fences: u64,
+    /// Conversions the CPU waited for before the commit.
+    pub cpu_waits: u64,
 }
 
 /// How long CPU sinks wait for an acquire fence before dropping the frame.

@@ -13,6 +13,12 @@
 //! device (and everything on it) and goes on with a fresh one, the buffers imported again; a
 //! parked device is let go once its submission completed (or left to the process's end).
 //!
+//! In front of a KMS plane ([`VulkanSink::frame_into_display`]) nothing waits for the GPU: the
+//! conversion's completion is exported as a sync_file for the display to wait on, two
+//! submissions may be in flight (one per [`FrameQueue`]: the frame being converted while the
+//! last one waits for its flip), and a device that cannot export SYNC_FD falls back to the CPU
+//! wait, saying so once.
+//!
 //! Names: `vulkan`, `vulkan:png:DIR` (also write the GPU's RGBA as PNG), and the path forcings
 //! `vulkan:image`, `vulkan:buffer`, `vulkan:staging`, each optionally followed by `:png:DIR`.
 
@@ -120,6 +126,9 @@ pub struct VulkanStats {
     /// Devices given up because a submission waited on an acquire fence that did not signal
     /// within the acquire timeout (the sink went on with a new one).
     pub devices_replaced: u64,
+    /// Frames of [`VulkanSink::frame_into_display`] that found their queue or buffer still
+    /// busy and waited (0 when the caller keeps the documented order).
+    pub overlap_waits: u64,
 }
 
 /// How long the GPU may take for a frame once its acquire fence signalled (llvmpipe under
@@ -128,9 +137,14 @@ const GPU_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the sink keeps on one device: the pipelines, a queue and a job per imported buffer.
 struct GpuState {
-    // Declared first: jobs go (waiting for their submissions) before the queue and pipelines.
+    // Declared first: jobs go (waiting for their submissions) before the queues and pipelines.
     jobs: Vec<Option<FrameJob>>,
     queue: FrameQueue,
+    /// A second queue for [`VulkanSink::frame_into_display`], made at its first frame: frames
+    /// alternate between the two, so one conversion can run while the last awaits its flip.
+    second: Option<FrameQueue>,
+    /// The queue the next overlapped submission goes to (`false`: `queue`, `true`: `second`).
+    next_second: bool,
     pipelines: Arc<Pipelines>,
 }
 
@@ -145,12 +159,34 @@ impl GpuState {
         Ok(GpuState {
             jobs: Vec::new(),
             queue,
+            second: None,
+            next_second: false,
             pipelines,
         })
     }
 
     fn device(&self) -> &Arc<Device> {
         self.pipelines.device()
+    }
+
+    /// Whether no submission is in flight on either queue (completed ones are taken as done,
+    /// which frees their jobs).
+    fn is_idle(&mut self) -> Result<bool, VulkanError> {
+        let first = self.queue.is_idle()?;
+        let second = match &mut self.second {
+            Some(q) => q.is_idle()?,
+            None => true,
+        };
+        Ok(first && second)
+    }
+
+    /// Waits for everything in flight on both queues.
+    fn wait_all(&mut self, timeout: Duration) -> Result<(), VulkanError> {
+        self.queue.wait(timeout)?;
+        if let Some(q) = &mut self.second {
+            q.wait(timeout)?;
+        }
+        Ok(())
     }
 }
 
@@ -169,6 +205,22 @@ struct Added {
     display: Option<Buffer>,
 }
 
+/// What [`VulkanSink::frame_into_display`] did with a frame.
+#[derive(Debug)]
+pub enum DisplayFrame {
+    /// Its acquire fence did not signal in time: nothing was converted.
+    Dropped,
+    /// The conversion is on the GPU, nothing waited for it: `done` signals once it has written
+    /// the display buffer and finished reading the frame (`None`: it already had when asked).
+    Submitted {
+        /// The conversion's completion, exported from the submission's SYNC_FD semaphore.
+        done: Option<SyncFile>,
+    },
+    /// The conversion was waited for on the CPU and is complete (the device cannot export its
+    /// completion as a SYNC_FD, or refused to).
+    Completed,
+}
+
 /// The Vulkan sink.
 pub struct VulkanSink {
     opts: VulkanOptions,
@@ -181,6 +233,8 @@ pub struct VulkanSink {
     scene: Option<(FrameLayout, Scene)>,
     bytes_copied: u64,
     stats: VulkanStats,
+    /// Why [`VulkanSink::frame_into_display`] waits on the CPU, once it knows it must.
+    no_overlap: Option<String>,
 }
 
 impl VulkanSink {
@@ -212,6 +266,7 @@ impl VulkanSink {
             pattern: None,
             scene: None,
             bytes_copied: 0,
+            no_overlap: None,
         })
     }
 
@@ -315,9 +370,126 @@ impl VulkanSink {
         Ok(())
     }
 
+    /// Converts a frame into its display buffer (a buffer added with
+    /// [`VulkanSink::add_buffer_into`]) for a KMS plane, without waiting for the GPU: the
+    /// submission's completion comes back as a sync_file for the commit's `IN_FENCE_FD`. The
+    /// frame's GPU checksum is not read (that would wait): the display path verifies through
+    /// writeback, which goes through [`Sink::frame`] instead.
+    ///
+    /// The caller keeps the display buffer's rule: a frame of buffer `id` arrives only once
+    /// display buffer `id` left the screen (its producer waited for the release fence that
+    /// says so), and the conversion of the frame before has been committed. So when frames
+    /// alternate between the two queues, the one taken was last used two frames ago, whose
+    /// flip (and so, whose conversion) has completed: no wait. Where the device cannot export
+    /// SYNC_FD, this is [`Sink::frame`] (the CPU waits), and the first such frame says why.
+    pub fn frame_into_display(&mut self, frame: FrameIn<'_>) -> Result<DisplayFrame, SinkError> {
+        if self.no_overlap.is_none() && !self.caps.sync_fd_export {
+            self.overlap_off("the device cannot export SYNC_FD semaphores".into());
+        }
+        if self.no_overlap.is_some() {
+            let out = self.frame(frame)?;
+            return Ok(if out.dropped {
+                DisplayFrame::Dropped
+            } else {
+                DisplayFrame::Completed
+            });
+        }
+        self.release_parked();
+        let not_imported = || {
+            SinkError::Unsupported(format!(
+                "frame {} names buffer {}, which was not imported",
+                frame.seq, frame.id
+            ))
+        };
+        let gpu = self.gpu.as_mut().ok_or_else(no_device)?;
+        if gpu.second.is_none() {
+            gpu.second = Some(FrameQueue::new(gpu.device())?);
+        }
+        // Takes completed submissions as done (freeing their jobs); nothing waits here.
+        gpu.is_idle()?;
+        let GpuState {
+            jobs,
+            queue,
+            second,
+            next_second,
+            ..
+        } = gpu;
+        let job = jobs
+            .get_mut(frame.id as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(not_imported)?;
+        let Some(second) = second.as_mut() else {
+            return Err(no_device()); // (made above)
+        };
+        let (queue, other) = if *next_second {
+            (second, queue)
+        } else {
+            (queue, second)
+        };
+        if job.is_busy() || !queue.is_idle()? {
+            // Not expected (see the docs): a caller that broke the order gets correctness
+            // from a wait, counted as one.
+            log::debug!(
+                "vulkan: frame {}: the queue or buffer {} is still busy; waiting",
+                frame.seq,
+                frame.id
+            );
+            queue.wait(GPU_TIMEOUT)?;
+            other.wait(GPU_TIMEOUT)?;
+            self.stats.overlap_waits += 1;
+        }
+        let watch = match acquire(queue, job, frame.acquire, &mut self.stats)? {
+            Acquired::Ready => None,
+            Acquired::OnGpu(watch) => Some(watch),
+            Acquired::TimedOut => return Ok(DisplayFrame::Dropped),
+        };
+        self.bytes_copied += job.stage()?;
+        queue.submit(job)?;
+        *next_second = !*next_second;
+        self.stats.frames += 1;
+        if let Some(w) = watch {
+            // The producer's fence, not the GPU: exporting would block until it signals.
+            match w.wait(ACQUIRE_TIMEOUT) {
+                Ok(()) => queue.acquire_signalled(),
+                Err(FenceError::Timeout(_)) => {
+                    self.replace_stuck_device(w)?;
+                    return Ok(DisplayFrame::Dropped);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match queue.release_fence() {
+            Ok(done) => {
+                self.stats.release_fences += done.is_some() as u64;
+                Ok(DisplayFrame::Submitted { done })
+            }
+            Err(e) => {
+                queue.wait(GPU_TIMEOUT)?;
+                self.overlap_off(format!("exporting the conversion's SYNC_FD failed: {e}"));
+                Ok(DisplayFrame::Completed)
+            }
+        }
+    }
+
+    /// From now on [`VulkanSink::frame_into_display`] waits on the CPU, because of `why`
+    /// (said once).
+    fn overlap_off(&mut self, why: String) {
+        log::info!(
+            "vulkan: {why}; each conversion for the display is waited for on the CPU before \
+             its commit"
+        );
+        if let Some(gpu) = &mut self.gpu {
+            // Sink::frame uses the first queue alone: nothing may stay in flight on either.
+            if let Err(e) = gpu.wait_all(GPU_TIMEOUT) {
+                log::warn!("vulkan: {e}");
+            }
+        }
+        self.no_overlap = Some(why);
+    }
+
     /// Lets go of parked devices whose submissions completed.
     fn release_parked(&mut self) {
-        self.parked.retain_mut(|p| match p.gpu.queue.is_idle() {
+        self.parked.retain_mut(|p| match p.gpu.is_idle() {
             Ok(idle) => !idle,
             // A lost device has nothing pending either.
             Err(e) => {

@@ -95,9 +95,9 @@ use driver::{Driver, PeerProcess};
 pub use peer::peer;
 use report::{report, ReportInputs};
 pub use report::{BenchReport, FpsFigure, HandoffFigure, SizeScaling, SkippedAlloc};
-#[cfg(feature = "vulkan")]
-pub use vulkan::VulkanFigures;
 pub use vulkan::VULKAN_NOT_MEASURED;
+#[cfg(feature = "vulkan")]
+pub use vulkan::{VulkanFigures, VulkanSize};
 
 /// The pixel format every cell uses.
 pub const FORMAT: Fourcc = Fourcc::XR24;
@@ -414,7 +414,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     #[cfg(feature = "vulkan")]
     let vulkan = opts
         .vulkan
-        .then(|| crate::bench_vulkan::figures(&opts.sizes, opts.frames));
+        .then(|| crate::bench_vulkan::figures(opts.frames));
     #[cfg(not(feature = "vulkan"))]
     let vulkan = opts
         .vulkan

@@ -181,6 +181,41 @@ impl fmt::Display for BenchReport {
         self.fmt_later_sections(f)?;
 
         match (&self.vulkan, &self.vulkan_note) {
+            (Some(v), _) if !v.per_size.is_empty() => {
+                writeln!(
+                    f,
+                    "\nvulkan ({}): import vs staging, µs per frame; staging ÷ import",
+                    v.device
+                )?;
+                writeln!(
+                    f,
+                    "  {:<10} {:>11} {:>11} {:>7} | {:>15} {:>15} {:>9} | {:>12}",
+                    "size",
+                    "frame: imp",
+                    "staging",
+                    "ratio",
+                    "transfer: imp",
+                    "staging",
+                    "ratio",
+                    "import call"
+                )?;
+                for s in &v.per_size {
+                    writeln!(
+                        f,
+                        "  {:<10} {:>11.1} {:>11.1} {:>7.2} | {:>15.1} {:>15.1} {:>9.1} | {:>12.1}{}",
+                        s.size,
+                        s.import_us_per_frame,
+                        s.staging_us_per_frame,
+                        s.ratio,
+                        s.import_transfer_us,
+                        s.staging_transfer_us,
+                        s.transfer_ratio,
+                        s.import_call_us,
+                        if s.gpu_timestamps { "" } else { "  (no GPU timestamps: CPU only)" }
+                    )?;
+                }
+                Ok(())
+            }
             (Some(v), _) => writeln!(
                 f,
                 "\nvulkan ({}, {}): import {:.1} µs/frame, staging {:.1} µs/frame, ratio {:.2}",

@@ -25,6 +25,8 @@ pub struct Device {
     queue: vk::Queue,
     queue_lock: Mutex<()>,
     pub(crate) queue_family: u32,
+    /// The queue's timestamps: `(valid bits, nanoseconds per tick)`, `None` if it has none.
+    pub(crate) timestamps: Option<(u32, f64)>,
     pub(crate) mem_props: vk::PhysicalDeviceMemoryProperties,
     pub(crate) host: Option<ash::ext::external_memory_host::Device>,
     pub(crate) mem_fd: Option<ash::khr::external_memory_fd::Device>,
@@ -98,6 +100,11 @@ impl Device {
         let queue = unsafe { device.get_device_queue(queue_family, 0) };
         // SAFETY: plain query on a physical device of this instance.
         let mem_props = unsafe { ash_instance.get_physical_device_memory_properties(physical) };
+        // SAFETY: as above.
+        let limits = unsafe { ash_instance.get_physical_device_properties(physical) }.limits;
+        let bits = families[queue_family as usize].timestamp_valid_bits;
+        let timestamps = (bits > 0 && limits.timestamp_period > 0.0)
+            .then_some((bits, limits.timestamp_period as f64));
         let has = |e: &str| caps.has(e);
         Ok(Arc::new(Device {
             host: has("VK_EXT_external_memory_host")
@@ -111,6 +118,7 @@ impl Device {
             queue,
             queue_lock: Mutex::new(()),
             queue_family,
+            timestamps,
             mem_props,
             caps,
             instance,

@@ -159,6 +159,14 @@ impl FrameQueue {
         self.release.export_sync_file()
     }
 
+    /// The acquire fence the submission in flight waits on has signalled (its caller watched
+    /// it): exporting the release fence no longer blocks ([`FrameQueue::release_fence`]).
+    pub fn acquire_signalled(&mut self) {
+        if let Some(f) = &mut self.in_flight {
+            f.waits_on_acquire = false;
+        }
+    }
+
     /// Waits for the submission in flight to complete, at most `timeout` (none in flight: at
     /// once). On a timeout it stays in flight.
     pub fn wait(&mut self, timeout: Duration) -> Result<(), VulkanError> {

@@ -27,6 +27,24 @@ use crate::sys::kms::{self as sys, DrmFile, FenceSlot};
 /// emulated machines are slow, and a flip also waits for the frame's acquire fence).
 pub(super) const FLIP_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a frame's GPU conversion may take before its flip's wait begins (the display waits
+/// for it as IN_FENCE_FD; lavapipe under emulation converts 1080p in seconds).
+const GPU_FENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The fence a commit hands the plane as `IN_FENCE_FD`.
+#[derive(Debug)]
+pub(super) enum InFence {
+    /// None.
+    None,
+    /// The frame's acquire fence, from its producer.
+    Acquire(SyncFile),
+    /// The completion of the GPU's conversion into the frame: a flip waiting on it is waiting
+    /// for the GPU, which gets [`GPU_FENCE_TIMEOUT`] before the flip's own timeout runs.
+    /// (Only the conversion makes one: a build without `vulkan` has none.)
+    #[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
+    Gpu(SyncFile),
+}
+
 /// Where the frame goes on the CRTC: source and destination rectangles, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Placement {
@@ -79,6 +97,8 @@ struct PendingFlip {
     seq: u64,
     /// Its acquire fence, passed as `IN_FENCE_FD` (a flip that waits on it is not stuck).
     acquire: Option<SyncFile>,
+    /// `acquire` is the completion of the frame's GPU conversion.
+    gpu: bool,
 }
 
 /// What a modeset by this display left on the CRTC.
@@ -161,6 +181,22 @@ impl Crtc {
         let Some(seq) = set.flip.as_ref().map(|f| f.seq) else {
             return Ok(());
         };
+        if let Some(PendingFlip {
+            acquire: Some(f),
+            gpu: true,
+            ..
+        }) = &set.flip
+        {
+            // The flip cannot come before the conversion it waits for, so waiting for that
+            // first delays nothing; it keeps the GPU's time out of the flip's timeout (a
+            // conversion that never completes fails here, after GPU_FENCE_TIMEOUT).
+            f.wait(GPU_FENCE_TIMEOUT).map_err(|e| KmsError::Timeout {
+                path: card.path().to_owned(),
+                what: format!("the GPU conversion of frame {seq}"),
+                timeout: GPU_FENCE_TIMEOUT,
+                note: Some(e.to_string()),
+            })?;
+        }
         let deadline = Instant::now() + timeout;
         while set.flip.is_some() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -215,9 +251,14 @@ impl Crtc {
         writeback: Option<&mut Writeback>,
         frame: &Framebuffer,
         (id, seq): (u32, u64),
-        acquire: Option<SyncFile>,
+        in_fence: InFence,
         stats: &mut KmsStats,
     ) -> Result<Flipped, KmsError> {
+        let (acquire, gpu) = match in_fence {
+            InFence::None => (None, false),
+            InFence::Acquire(f) => (Some(f), false),
+            InFence::Gpu(f) => (Some(f), true),
+        };
         let Card { drm: card, output } = dev;
         self.wait_flip(dev, FLIP_TIMEOUT, stats)?;
         let size = (frame.layout.width(), frame.layout.height());
@@ -236,8 +277,7 @@ impl Crtc {
         }
         let mut req = AtomicModeReq::new();
         add_plane_props(&mut req, output, Some(frame.fb), set.placement)?;
-        // The acquire fence goes to the display as IN_FENCE_FD unless it already signalled.
-        let acquire = acquire.filter(|f| !f.is_signalled());
+        // The fence the plane waits for (the caller left out an acquire fence that signalled).
         if let Some(f) = &acquire {
             req.add_raw_property(
                 output.plane.into(),
@@ -260,7 +300,7 @@ impl Crtc {
         )))?;
         stats.commits += 1;
         let out_fence = self.out_fence.take().map(SyncFile::from_fd);
-        set.flip = Some(PendingFlip { seq, acquire });
+        set.flip = Some(PendingFlip { seq, acquire, gpu });
         let placement = set.placement;
         let replaced = set.shown.replace(Shown { id, seq });
         let replaced = match replaced {
@@ -312,6 +352,7 @@ impl Crtc {
                 set.flip = Some(PendingFlip {
                     seq: shown.seq,
                     acquire: None,
+                    gpu: false,
                 });
                 self.wait_flip(dev, FLIP_TIMEOUT, stats)?;
             }

@@ -8,6 +8,14 @@
 //! frame buffer goes back to the producer exactly when its converted picture left the screen
 //! (the same rule as for buffers scanned out directly), and a display buffer is never written
 //! while it is on screen.
+//!
+//! Nothing waits for the GPU on the plain display path: the conversion's completion is exported
+//! from its SYNC_FD semaphore and the commit hands it to the plane as `IN_FENCE_FD`, so the
+//! display waits, not the CPU. The frame's release fence needs nothing more: it is the
+//! out-fence of the commit that replaces the converted picture, which cannot signal before
+//! that commit's flip, which follows the flip of this frame, which waited for the conversion
+//! (so for the GPU's reads of the frame). Writeback verification reads the display buffer, so
+//! it waits for each conversion on the CPU; so does a device that cannot export SYNC_FD.
 
 use std::collections::HashMap;
 
@@ -21,8 +29,9 @@ use crate::buffer::{Access, Buffer, BufferKind, BufferMapping, CpuAccess};
 use crate::format::pixel::compare_bgr;
 use crate::format::{Fourcc, FrameLayout, Modifier};
 use crate::gpu::vulkan::icd_installed;
-use crate::sink::vulkan::{VulkanOptions, VulkanSink};
+use crate::sink::vulkan::{DisplayFrame, VulkanOptions, VulkanSink};
 use crate::sink::{FrameIn, Sink, SinkError, StreamInfo};
+use crate::sync::SyncFile;
 
 /// One converted buffer: the display buffer its frames are written to, and (when verifying)
 /// read mappings of both.
@@ -40,6 +49,8 @@ pub(super) struct ConvertedFrame {
     /// The conversion matched the CPU's (when verifying) and the GPU's checksum of the frame
     /// matched the generator's (when the producer is the generator).
     pub(super) verified: bool,
+    /// The conversion's completion, for the commit's `IN_FENCE_FD` (`None`: it is complete).
+    pub(super) done: Option<SyncFile>,
 }
 
 /// The conversion stage.
@@ -91,6 +102,11 @@ impl Conversion {
 
     pub(super) fn stats(&self) -> &ConvertStats {
         &self.stats
+    }
+
+    /// A conversion's completion went to the plane as `IN_FENCE_FD`.
+    pub(super) fn count_in_fence(&mut self) {
+        self.stats.in_fences += 1;
     }
 
     /// The GPU checksums the frames against the generator's, when the stream comes from it.
@@ -181,20 +197,41 @@ impl Conversion {
         }
     }
 
-    /// Converts one frame into its display buffer, and checks the conversion when verifying.
+    /// Converts one frame into its display buffer: without waiting, unless verifying (then the
+    /// conversion is checked, see the module docs).
     pub(super) fn convert(&mut self, frame: FrameIn<'_>) -> Result<ConvertedFrame, SinkError> {
+        let dropped = ConvertedFrame {
+            dropped: true,
+            verified: false,
+            done: None,
+        };
+        if !self.verify {
+            let vulkan = self.vulkan().map_err(KmsError::ConversionUnavailable)?;
+            let done = match vulkan.frame_into_display(frame)? {
+                DisplayFrame::Dropped => return Ok(dropped),
+                DisplayFrame::Submitted { done } => done,
+                DisplayFrame::Completed => {
+                    self.stats.cpu_waits += 1;
+                    None
+                }
+            };
+            self.stats.converted_frames += 1;
+            return Ok(ConvertedFrame {
+                dropped: false,
+                verified: false,
+                done,
+            });
+        }
         let (id, seq) = (frame.id, frame.seq);
         let vulkan = self.vulkan().map_err(KmsError::ConversionUnavailable)?;
         // The GPU checksums the frames against the generator's, when it is one.
         let producer_checked = vulkan.has_pattern();
         let gpu = vulkan.frame(frame)?;
         if gpu.dropped {
-            return Ok(ConvertedFrame {
-                dropped: true,
-                verified: false,
-            });
+            return Ok(dropped);
         }
         self.stats.converted_frames += 1;
+        self.stats.cpu_waits += 1;
         let mut converted_ok = true;
         if let Some((src, dst)) = self.converted.get_mut(&id).and_then(|c| c.check.as_mut()) {
             let (src, dst) = (src.access(Access::Read)?, dst.access(Access::Read)?);
@@ -212,6 +249,7 @@ impl Conversion {
         Ok(ConvertedFrame {
             dropped: false,
             verified: converted_ok && (!producer_checked || gpu.verified),
+            done: None,
         })
     }
 
@@ -227,11 +265,14 @@ impl Conversion {
             let s = &self.stats;
             log::info!(
                 "display: {} frames converted on the GPU for the plane ({} buffers); {} \
-                 conversions checked pixel-exact, {} wrong",
+                 conversions checked pixel-exact, {} wrong; {} went to the display as \
+                 IN_FENCE_FD, {} were waited for on the CPU",
                 s.converted_frames,
                 s.converted_buffers,
                 s.conversions_verified,
-                s.conversion_mismatches
+                s.conversion_mismatches,
+                s.in_fences,
+                s.cpu_waits
             );
         }
         // (Opened at open, used only if a buffer needed it: its summary says nothing else.)

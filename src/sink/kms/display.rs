@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use drm::Device as _;
 
-use super::commit::{Crtc, FLIP_TIMEOUT};
+use super::commit::{Crtc, InFence, FLIP_TIMEOUT};
 use super::framebuffer::Framebuffers;
 use super::options::KmsOptions;
 use super::output::{open_card, Card};
@@ -41,7 +41,8 @@ pub struct KmsStats {
     pub verified: u64,
     /// Frames whose writeback differed.
     pub mismatches: u64,
-    /// Frames passed with an unsignalled acquire fence as `IN_FENCE_FD`.
+    /// Frames committed with an `IN_FENCE_FD`: an unsignalled acquire fence, or the
+    /// completion of the frame's conversion.
     pub in_fences: u64,
     /// Buffers imported (PRIME + AddFB2).
     pub imports: u64,
@@ -202,6 +203,21 @@ impl KmsDisplay {
         seq: u64,
         acquire: Option<SyncFile>,
     ) -> Result<Presented, KmsError> {
+        // The acquire fence goes to the display as IN_FENCE_FD unless it already signalled.
+        let in_fence = match acquire.filter(|f| !f.is_signalled()) {
+            Some(f) => InFence::Acquire(f),
+            None => InFence::None,
+        };
+        self.present_with(id, seq, in_fence)
+    }
+
+    /// [`KmsDisplay::present`] with `in_fence` as the plane's `IN_FENCE_FD`.
+    fn present_with(
+        &mut self,
+        id: u32,
+        seq: u64,
+        in_fence: InFence,
+    ) -> Result<Presented, KmsError> {
         let KmsDisplay {
             dev,
             framebuffers,
@@ -212,7 +228,7 @@ impl KmsDisplay {
         let frame = framebuffers
             .get_mut(id)
             .ok_or(KmsError::UnknownBuffer(id))?;
-        let flipped = crtc.show(dev, writeback.as_mut(), frame, (id, seq), acquire, stats)?;
+        let flipped = crtc.show(dev, writeback.as_mut(), frame, (id, seq), in_fence, stats)?;
         let verified = match writeback {
             None => None,
             Some(wb) => {
@@ -229,6 +245,23 @@ impl KmsDisplay {
             released: flipped.replaced,
             verified,
         })
+    }
+
+    /// [`KmsDisplay::present`] with `done` as the plane's `IN_FENCE_FD` even if it has already
+    /// signalled: the completion of the GPU's conversion into the frame, which the display
+    /// waits for instead of the CPU (a count of such commits is then exact).
+    #[cfg(feature = "vulkan")]
+    pub(super) fn present_after(
+        &mut self,
+        id: u32,
+        seq: u64,
+        done: Option<SyncFile>,
+    ) -> Result<Presented, KmsError> {
+        let in_fence = match done {
+            Some(f) => InFence::Gpu(f),
+            None => InFence::None,
+        };
+        self.present_with(id, seq, in_fence)
     }
 
     /// The last writeback capture of the screen (a display opened with `verify_writeback`,

@@ -11,7 +11,9 @@ use super::options::{ConvertPolicy, KmsOptions};
 use super::KmsError;
 use crate::buffer::{Buffer, KindSet};
 use crate::format::{fourcc_names, FormatModifier, Fourcc, Modifier};
-use crate::sink::{FrameIn, FrameOut, HeldRelease, Sink, SinkCaps, SinkError, StreamInfo};
+use crate::sink::{
+    ConversionSync, FrameIn, FrameOut, HeldRelease, Sink, SinkCaps, SinkError, StreamInfo,
+};
 
 /// Formats the conversion reads (the compute shaders' inputs), LINEAR.
 pub(super) const CONVERTIBLE: [Fourcc; 12] = [
@@ -69,6 +71,12 @@ pub struct ConvertStats {
     pub conversions_verified: u64,
     /// Conversions that did not.
     pub conversion_mismatches: u64,
+    /// Frames whose conversion's completion fence went to the plane as the commit's
+    /// `IN_FENCE_FD`: nothing waited for the GPU on the CPU.
+    pub in_fences: u64,
+    /// Frames whose conversion the CPU waited for before the commit (writeback verification
+    /// reads the display buffer; a device that cannot export SYNC_FD).
+    pub cpu_waits: u64,
 }
 
 /// The `kms[:…]` sink.
@@ -174,7 +182,8 @@ impl KmsSink {
     }
 
     /// A converted frame: the GPU writes its display buffer (waiting on the acquire fence
-    /// itself), then the commit follows.
+    /// itself), and the commit follows at once, the plane waiting for the conversion
+    /// (`IN_FENCE_FD`), not the CPU.
     #[cfg(feature = "vulkan")]
     fn frame_converted(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
         let (id, seq) = (frame.id, frame.seq);
@@ -191,7 +200,10 @@ impl KmsSink {
                 ..FrameOut::default()
             });
         }
-        let presented = self.display.present(id, seq, None)?;
+        if converted.done.is_some() {
+            self.conversion.count_in_fence();
+        }
+        let presented = self.display.present_after(id, seq, converted.done)?;
         self.to_release.extend(presented.released);
         Ok(FrameOut {
             verified: converted.verified && presented.verified == Some(true),
@@ -307,6 +319,14 @@ impl Sink for KmsSink {
 
     fn frames_converted(&self) -> u64 {
         self.convert_stats().converted_frames
+    }
+
+    fn conversion_sync(&self) -> ConversionSync {
+        let s = self.convert_stats();
+        ConversionSync {
+            in_fences: s.in_fences,
+            cpu_waits: s.cpu_waits,
+        }
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {

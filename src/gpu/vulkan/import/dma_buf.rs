@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::{buffer_reads, Import, Reads};
+use super::{buffer_reads, storage_image_info, Import, Reads};
 use crate::buffer::Buffer;
 use crate::format::Modifier;
 use crate::gpu::vulkan::conv::{image_flags, image_specs, plane_views, ImagePlan, ImageSpec};
@@ -97,22 +97,8 @@ pub(crate) fn create_modifier_image(
     // exactly one of the modifier list / explicit create infos (explicit here);
     // initialLayout is UNDEFINED; one mip level and layer, one sample; external memory named
     // in VkExternalMemoryImageCreateInfo.
-    let mut info = vk::ImageCreateInfo::default()
+    let mut info = storage_image_info(spec, vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT)
         .flags(image_flags(spec.multi_planar))
-        .image_type(vk::ImageType::TYPE_2D)
-        .format(spec.format)
-        .extent(vk::Extent3D {
-            width: spec.width,
-            height: spec.height,
-            depth: 1,
-        })
-        .mip_levels(1)
-        .array_layers(1)
-        .samples(vk::SampleCountFlags::TYPE_1)
-        .tiling(vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT)
-        .usage(vk::ImageUsageFlags::STORAGE)
-        .sharing_mode(vk::SharingMode::EXCLUSIVE)
-        .initial_layout(vk::ImageLayout::UNDEFINED)
         .push_next(&mut explicit)
         .push_next(&mut external);
     if spec.multi_planar {

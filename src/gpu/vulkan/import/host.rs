@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::{buffer_reads, Import, Reads, Staging};
+use super::{buffer_reads, storage_image_info, Import, Reads, Staging};
 use crate::buffer::Buffer;
 use crate::format::FrameLayout;
 use crate::gpu::vulkan::conv::{image_plan, image_specs, ImagePlan};
@@ -158,21 +158,7 @@ pub(crate) fn scratch(
     let mut made = Vec::new();
     for (i, spec) in image_specs(layout, plan, false).iter().enumerate() {
         // Rule: an ordinary optimal-tiling storage image, one level and layer, UNDEFINED.
-        let info = vk::ImageCreateInfo::default()
-            .image_type(vk::ImageType::TYPE_2D)
-            .format(spec.format)
-            .extent(vk::Extent3D {
-                width: spec.width,
-                height: spec.height,
-                depth: 1,
-            })
-            .mip_levels(1)
-            .array_layers(1)
-            .samples(vk::SampleCountFlags::TYPE_1)
-            .tiling(vk::ImageTiling::OPTIMAL)
-            .usage(vk::ImageUsageFlags::STORAGE)
-            .sharing_mode(vk::SharingMode::EXCLUSIVE)
-            .initial_layout(vk::ImageLayout::UNDEFINED);
+        let info = storage_image_info(spec, vk::ImageTiling::OPTIMAL);
         // SAFETY: the info lives across the call.
         let image = unsafe { device.device.create_image(&info, None) }
             .map_err(map_oom_err("vkCreateImage"))?;

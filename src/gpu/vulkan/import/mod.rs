@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::conv::image_plan;
+use super::conv::{image_plan, ImageSpec};
 use super::device::Device;
 use super::error::{PassedOver, VulkanError};
 use super::instance::ImportPath;
@@ -248,6 +248,30 @@ fn note(path: ImportPath, passed: &[PassedOver]) -> String {
             super::error::passed_over_list(passed)
         )
     }
+}
+
+/// A 2D storage image of `spec`'s format and size, laid out by `tiling` (OPTIMAL for the
+/// device's own images, DRM_FORMAT_MODIFIER_EXT for dma-buf imports): one mip level and layer,
+/// one sample, exclusive, initially UNDEFINED. Callers add flags and the create-info chain.
+pub(crate) fn storage_image_info<'a>(
+    spec: &ImageSpec,
+    tiling: vk::ImageTiling,
+) -> vk::ImageCreateInfo<'a> {
+    vk::ImageCreateInfo::default()
+        .image_type(vk::ImageType::TYPE_2D)
+        .format(spec.format)
+        .extent(vk::Extent3D {
+            width: spec.width,
+            height: spec.height,
+            depth: 1,
+        })
+        .mip_levels(1)
+        .array_layers(1)
+        .samples(vk::SampleCountFlags::TYPE_1)
+        .tiling(tiling)
+        .usage(vk::ImageUsageFlags::STORAGE)
+        .sharing_mode(vk::SharingMode::EXCLUSIVE)
+        .initial_layout(vk::ImageLayout::UNDEFINED)
 }
 
 /// The reads of a buffer-path import: the buffers holding planes 0 and 1, and their sizes.

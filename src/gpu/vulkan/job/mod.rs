@@ -303,6 +303,10 @@ pub struct FrameJob {
     outputs: Outputs,
     /// The display buffer conversions are written to, if any.
     target: Option<Box<Import>>,
+    /// Two timestamps around the transfer step (the staging path's GPU copy, the ownership
+    /// acquire of imported memory), for [`FrameJob::transfer_gpu_ns`]; `None`: not asked for,
+    /// or the queue has no timestamps.
+    timestamps: Option<vk::QueryPool>,
     /// Set while a submission of `cmd` is pending (a queue clears it once it completed).
     pub(crate) busy: Arc<AtomicBool>,
     pub(crate) pipelines: Arc<Pipelines>,
@@ -316,6 +320,27 @@ impl FrameJob {
         import: Import,
         layout: &FrameLayout,
         conversion: Conversion,
+    ) -> Result<FrameJob, VulkanError> {
+        Self::build(pipelines, import, layout, conversion, false)
+    }
+
+    /// [`FrameJob::new`], with GPU timestamps around the transfer step of each submission
+    /// (where the queue has timestamps): [`FrameJob::transfer_gpu_ns`]. For benchmarks.
+    pub fn timed(
+        pipelines: &Arc<Pipelines>,
+        import: Import,
+        layout: &FrameLayout,
+        conversion: Conversion,
+    ) -> Result<FrameJob, VulkanError> {
+        Self::build(pipelines, import, layout, conversion, true)
+    }
+
+    fn build(
+        pipelines: &Arc<Pipelines>,
+        import: Import,
+        layout: &FrameLayout,
+        conversion: Conversion,
+        timed: bool,
     ) -> Result<FrameJob, VulkanError> {
         let device = &pipelines.device;
         let placement = conversion_params(&conversion, layout)?;
@@ -365,10 +390,22 @@ impl FrameJob {
             descriptors,
             outputs,
             target,
+            timestamps: None,
             busy: Arc::new(AtomicBool::new(false)),
             pipelines: pipelines.clone(),
         };
         // From here on a failure drops `job`, which frees everything made so far.
+        if timed && device.timestamps.is_some() {
+            // Rule: a TIMESTAMP pool needs no pipeline statistics; its queries are reset in the
+            // command buffer before each write.
+            let info = vk::QueryPoolCreateInfo::default()
+                .query_type(vk::QueryType::TIMESTAMP)
+                .query_count(2);
+            // SAFETY: the info lives across the call.
+            let pool = unsafe { device.device.create_query_pool(&info, None) }
+                .map_err(map_oom_err("vkCreateQueryPool"))?;
+            job.timestamps = Some(pool);
+        }
         let rgba_target = match job.target.as_ref().map(|t| t.reads) {
             Some(Reads::Buffers { buffers, .. }) => buffers[0],
             _ => job.outputs.rgba.0,
@@ -418,6 +455,31 @@ impl FrameJob {
         self.import.stage()
     }
 
+    /// GPU time of the last completed submission's transfer step, in nanoseconds (`None`
+    /// while one is pending, or for a job built without timestamps: [`FrameJob::timed`]).
+    pub fn transfer_gpu_ns(&self) -> Option<f64> {
+        let pool = self.timestamps.filter(|_| !self.is_busy())?;
+        let (bits, period) = self.pipelines.device.timestamps?;
+        let mut ticks = [0u64; 2];
+        // SAFETY: the pool is the job's, both queries were written by the completed
+        // submission (no submission is pending: checked); the slice holds two 64-bit results.
+        unsafe {
+            self.pipelines.device.device.get_query_pool_results(
+                pool,
+                0,
+                &mut ticks,
+                vk::QueryResultFlags::TYPE_64,
+            )
+        }
+        .ok()?;
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        Some((ticks[1].wrapping_sub(ticks[0]) & mask) as f64 * period)
+    }
+
     /// The checksum of the last completed submission (`None` while one is pending).
     pub fn checksum(&self) -> Option<u32> {
         // SAFETY: a live, coherent, 4-byte host mapping, read without a reference; no
@@ -464,6 +526,9 @@ impl Drop for FrameJob {
         unsafe {
             d.destroy_command_pool(self.command_pool, None);
             d.destroy_descriptor_pool(self.descriptors.pool, None);
+            if let Some(pool) = self.timestamps {
+                d.destroy_query_pool(pool, None);
+            }
         }
     }
 }

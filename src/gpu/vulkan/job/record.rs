@@ -74,10 +74,20 @@ impl FrameJob {
         unsafe {
             d.begin_command_buffer(cmd, &vk::CommandBufferBeginInfo::default())
                 .map_err(map_oom_err("vkBeginCommandBuffer"))?;
+            // The transfer step, between two timestamps when timed: everything that brings the
+            // frame's memory to the shader (the staging copy, the ownership acquire).
+            if let Some(pool) = self.timestamps {
+                d.cmd_reset_query_pool(cmd, pool, 0, 2);
+                d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::TOP_OF_PIPE, pool, 0);
+            }
             self.record_staging_copy();
             self.record_scratch_init();
             if foreign {
                 self.record_ownership(true);
+            }
+            if let Some(pool) = self.timestamps {
+                // Written once every command before it has completed.
+                d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::BOTTOM_OF_PIPE, pool, 1);
             }
             d.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
             d.cmd_bind_descriptor_sets(
