@@ -503,6 +503,14 @@ fn two_process_run_with_held_releases_and_three_buffers() {
     generator_to(sink, "dma-heap", "XR24", "640x480", 60, &["--buffers", "3"]);
 }
 
+/// Buffers the plane cannot scan out (allocator, format): YUYV and NV12 it cannot show, XR24 in
+/// memory KMS cannot import.
+const CONVERTED: [(&str, &str); 3] = [
+    ("dma-heap", "YUYV"),
+    ("dma-heap", "NV12"),
+    ("memfd", "XR24"),
+];
+
 /// What the plane cannot scan out goes through the Vulkan conversion in front of it: generator
 /// YUYV and NV12 in dma-heap buffers, and XR24 in memfd (memory KMS cannot import), 30 frames
 /// each. Every frame is verified three ways: the GPU checksum of the frame against the
@@ -513,11 +521,7 @@ fn formats_the_plane_cannot_take_are_converted_on_the_gpu() {
     let Some(_display) = vkms() else {
         return;
     };
-    for (alloc, format) in [
-        ("dma-heap", "YUYV"),
-        ("dma-heap", "NV12"),
-        ("memfd", "XR24"),
-    ] {
+    for (alloc, format) in CONVERTED {
         let v = generator_to(
             "kms:vkms:verify-writeback",
             alloc,
@@ -541,11 +545,7 @@ fn converted_frames_go_to_the_display_as_in_fences() {
     let Some(_display) = vkms() else {
         return;
     };
-    for (alloc, format) in [
-        ("dma-heap", "YUYV"),
-        ("dma-heap", "NV12"),
-        ("memfd", "XR24"),
-    ] {
+    for (alloc, format) in CONVERTED {
         let v = common::run_json(&[
             "--alloc", alloc, "--format", format, "--size", "640x480", "--sink", "kms:vkms",
             "--frames", "30",

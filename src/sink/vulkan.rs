@@ -395,12 +395,6 @@ impl VulkanSink {
             });
         }
         self.release_parked();
-        let not_imported = || {
-            SinkError::Unsupported(format!(
-                "frame {} names buffer {}, which was not imported",
-                frame.seq, frame.id
-            ))
-        };
         let gpu = self.gpu.as_mut().ok_or_else(no_device)?;
         if gpu.second.is_none() {
             gpu.second = Some(FrameQueue::new(gpu.device())?);
@@ -417,7 +411,7 @@ impl VulkanSink {
         let job = jobs
             .get_mut(frame.id as usize)
             .and_then(Option::as_mut)
-            .ok_or_else(not_imported)?;
+            .ok_or_else(|| not_imported(&frame))?;
         let Some(second) = second.as_mut() else {
             return Err(no_device()); // (made above)
         };
@@ -552,6 +546,13 @@ fn place(jobs: &mut Vec<Option<FrameJob>>, id: u32, job: FrameJob) {
 }
 
 /// The error once the sink has no device (replacing a stuck one failed).
+fn not_imported(frame: &FrameIn<'_>) -> SinkError {
+    SinkError::Unsupported(format!(
+        "frame {} names buffer {}, which was not imported",
+        frame.seq, frame.id
+    ))
+}
+
 fn no_device() -> SinkError {
     SinkError::Unsupported("vulkan: no device (replacing a stuck one failed)".into())
 }
@@ -631,18 +632,12 @@ impl Sink for VulkanSink {
 
     fn frame(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
         self.release_parked();
-        let not_imported = || {
-            SinkError::Unsupported(format!(
-                "frame {} names buffer {}, which was not imported",
-                frame.seq, frame.id
-            ))
-        };
         let gpu = self.gpu.as_mut().ok_or_else(no_device)?;
         let GpuState { jobs, queue, .. } = gpu;
         let job = jobs
             .get_mut(frame.id as usize)
             .and_then(Option::as_mut)
-            .ok_or_else(not_imported)?;
+            .ok_or_else(|| not_imported(&frame))?;
         let watch = match acquire(queue, job, frame.acquire, &mut self.stats)? {
             Acquired::Ready => None,
             Acquired::OnGpu(watch) => Some(watch),
