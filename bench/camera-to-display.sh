@@ -32,11 +32,24 @@ measure() {  # measure NAME CMD...: wall time, and user + system CPU of the comm
   awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v f="$frames" 'BEGIN {
     printf "%-11s %4d frames in %6.2f s  %6.1f fps  CPU %7.0f us/frame (user %.2f s, sys %.2f s)\n",
       n, f, w, f / w, (u + s) * 1e6 / f, u, s }'
-  # frameshare's own report: the rate once streaming (start-up left out), latency, copies,
-  # conversions (and how many went to the display as an IN_FENCE_FD, with no CPU wait)
+  # frameshare's own report: the rate once streaming (start-up left out), capture → flip
+  # latency (the camera's buffer timestamp → the page-flip event), copies, conversions (and
+  # how many went to the display as an IN_FENCE_FD, with no CPU wait).
   if [ "$name" != gstreamer ]; then
-    grep -oE '"(fps|frames_delivered|frames_dropped|frames_converted|conversion_in_fences|bytes_copied)": *[0-9.]+|"p50": *[0-9.]+' /tmp/c2d.out |
-      tr '\n' ' '; echo
+    python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+c = r.get("capture_to_flip_us") or {}
+print("  fps once streaming %.1f, delivered %s, dropped %s, converted %s (IN_FENCE_FD %s), copied %s B"
+      % (r["fps"], r["frames_delivered"], r["frames_dropped"], r["frames_converted"],
+         r["conversion_in_fences"], r["bytes_copied"]))
+print("  capture -> flip ms: p50 %.1f  p99 %.1f  (%s frames)"
+      % (c.get("p50", 0) / 1e3, c.get("p99", 0) / 1e3, c.get("samples", 0)))' /tmp/c2d.out
+  else
+    # GStreamer's latency tracer: v4l2src's push -> kmssink's pad, per buffer (it starts after
+    # the capture and ends before the flip, so it is less than capture -> flip).
+    grep -oE 'time=\(guint64\)[0-9]+' /tmp/c2d.err | cut -d')' -f2 | sort -n |
+      awk '{ v[NR] = $1 } END { if (NR) printf "  latency tracer (push -> sink pad) ms: p50 %.1f  p99 %.1f  (%d buffers)\n",
+        v[int((NR - 1) * 0.5) + 1] / 1e6, v[int((NR - 1) * 0.99) + 1] / 1e6, NR }'
   fi
 }
 
@@ -51,7 +64,8 @@ fi
 echo "camera $node 640x480 XR24 -> vkms, $frames frames each"
 measure frameshare "$bin" run --source "v4l2:$node:export:fps=30" --format XR24 --size 640x480 \
   --sink kms:vkms:direct --frames "$frames" --json
-measure gstreamer gst-launch-1.0 -q v4l2src device="$node" io-mode=dmabuf num-buffers="$frames" \
+GST_TRACERS=latency GST_DEBUG=GST_TRACER:7 GST_DEBUG_NO_COLOR=1 \
+  measure gstreamer gst-launch-1.0 -q v4l2src device="$node" io-mode=dmabuf num-buffers="$frames" \
   ! video/x-raw,format=BGRx,width=640,height=480,framerate=30/1 ! kmssink driver-name=vkms
 if [ "$converted" != 0 ]; then
   echo "camera $node 640x480 YUYV -> Vulkan conversion -> vkms, $frames frames"

@@ -297,8 +297,8 @@ impl Latency {
 /// maximum and the count are exact; the percentiles, mean and σ are exact up to `CAPACITY`
 /// frames, and after that estimates (p50 within about half a percent of the frames, p99 a
 /// tenth of one).
-#[derive(Debug)]
-struct LatencySamples {
+#[derive(Debug, Clone)]
+pub(crate) struct LatencySamples {
     kept: Vec<u64>,
     seen: u64,
     min: u64,
@@ -310,7 +310,7 @@ struct LatencySamples {
 impl LatencySamples {
     const CAPACITY: usize = 1 << 13;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LatencySamples {
             kept: Vec::with_capacity(Self::CAPACITY),
             seen: 0,
@@ -320,7 +320,7 @@ impl LatencySamples {
         }
     }
 
-    fn push(&mut self, ns: u64) {
+    pub(crate) fn push(&mut self, ns: u64) {
         self.seen += 1;
         self.min = self.min.min(ns);
         self.max = self.max.max(ns);
@@ -337,7 +337,7 @@ impl LatencySamples {
         }
     }
 
-    fn latency(mut self) -> Latency {
+    pub(crate) fn latency(mut self) -> Latency {
         let mut l = Latency::from_ns(&mut self.kept);
         if self.seen > 0 {
             // The extremes and the count are exact; the rest comes from the kept samples.
@@ -346,6 +346,12 @@ impl LatencySamples {
             l.samples = self.seen;
         }
         l
+    }
+}
+
+impl Default for LatencySamples {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -381,6 +387,11 @@ pub struct ConsumeReport {
     /// How many frames [`ConsumeReport::handoff_us`] covers.
     #[serde(default)]
     pub handoff_frames: u64,
+    /// A display's figure: the frame's capture time (its source's own timestamp, a camera's
+    /// `v4l2_buffer.timestamp`) → the page-flip event that put it on screen, every frame shown
+    /// whose source stamped it on CLOCK_MONOTONIC; `None` for sinks that are not displays.
+    #[serde(default)]
+    pub capture_to_flip_us: Option<Latency>,
     /// Seconds from the first frame to the end.
     #[serde(default)]
     pub elapsed_s: f64,
@@ -578,6 +589,7 @@ pub fn consume(
     let sync = sink.conversion_sync();
     report.conversion_in_fences = sync.in_fences;
     report.conversion_cpu_waits = sync.cpu_waits;
+    report.capture_to_flip_us = sink.capture_to_flip();
     report.formats_seen = layouts.len() as u32;
     report.latency_us = latencies.latency();
     report.handoff_frames = handoffs.seen;

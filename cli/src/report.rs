@@ -54,6 +54,10 @@ pub struct StreamReport {
     pub handoff_us: Option<Latency>,
     /// Frames `handoff_us` covers; null for `produce`.
     pub handoff_frames: Option<u64>,
+    /// A display sink's frames, capture time (the camera's buffer timestamp) → the page-flip
+    /// event that showed them, µs; null unless the sink is a display (no samples when the
+    /// source stamps no capture time, as the generator does not).
+    pub capture_to_flip_us: Option<Latency>,
     /// The consumer's CPU time (user + system) per delivered frame, µs; null for `produce`.
     pub cpu_us_per_frame: Option<f64>,
     /// Consumers that joined, left, were evicted or refused; null for `consume`.
@@ -101,6 +105,7 @@ impl StreamReport {
             queue_latency_us: None,
             handoff_us: None,
             handoff_frames: None,
+            capture_to_flip_us: None,
             cpu_us_per_frame: None,
             consumers: Some(p.consumers),
             restarts: None,
@@ -132,6 +137,7 @@ impl StreamReport {
             queue_latency_us: Some(c.latency_us),
             handoff_us: Some(c.handoff_us),
             handoff_frames: Some(c.handoff_frames),
+            capture_to_flip_us: c.capture_to_flip_us,
             cpu_us_per_frame: Some(c.cpu_us_per_frame),
             consumers: None,
             restarts: Some(c.restarts),
@@ -161,6 +167,7 @@ impl StreamReport {
             queue_latency_us: c.queue_latency_us,
             handoff_us: c.handoff_us,
             handoff_frames: c.handoff_frames,
+            capture_to_flip_us: c.capture_to_flip_us,
             cpu_us_per_frame: c.cpu_us_per_frame,
             restarts: c.restarts,
             formats_seen: c.formats_seen,
@@ -231,6 +238,12 @@ impl StreamReport {
                     "- (the consumer never waited: every frame queued behind the sink)".into(),
                 );
             }
+        }
+        if let Some(l) = self.capture_to_flip_us.filter(|l| l.samples > 0) {
+            line(
+                "capture → flip µs",
+                format!("{}  (camera timestamp → page-flip event)", lat(&l)),
+            );
         }
         if let Some(c) = &self.consumers {
             line(

@@ -95,8 +95,11 @@ fn summary_has_exactly_the_documented_keys() {
             "allocator",
             "allocator_note",
             "bytes_copied",
+            "capture_to_flip_us",
             "command",
             "consumers",
+            "conversion_cpu_waits",
+            "conversion_in_fences",
             "cpu_us_per_frame",
             "elapsed_s",
             "ended",
@@ -120,6 +123,9 @@ fn summary_has_exactly_the_documented_keys() {
     assert_eq!(s["schema"], 1, "{s}");
     assert_eq!(s["command"], "run", "{s}");
     assert_eq!(s["sink"], "verify", "{s}");
+    // Figures of a display and its conversion: null or 0 for the verify sink.
+    assert!(s["capture_to_flip_us"].is_null(), "{s}");
+    assert_eq!(s["conversion_in_fences"], 0, "{s}");
     for key in ["queue_latency_us", "handoff_us"] {
         let mut lat: Vec<&str> = s[key]
             .as_object()

@@ -634,6 +634,11 @@ fn camera_to_vkms(node: &str, mode: &str, format: Option<&str>, frames: u64, con
     assert_eq!(v["frames_dropped"], 0, "{what}");
     assert_eq!(v["frames_converted"], converted, "{what}");
     assert_eq!(v["bytes_copied"], 0, "{what}");
+    // Every frame shown has its capture → flip time: the camera stamped it (monotonic), the
+    // display's page-flip event came after.
+    let c2f = &v["capture_to_flip_us"];
+    assert_eq!(c2f["samples"], frames, "{what}");
+    assert!(c2f["min"].as_f64().is_some_and(|m| m > 0.0), "{what}");
 }
 
 /// A camera that disappears mid-stream (vivid's "Disconnect" button unregisters the device, as

@@ -230,6 +230,13 @@ pub trait Sink {
         ConversionSync::default()
     }
 
+    /// A display's capture → page flip distribution (see
+    /// [`ConsumeReport::capture_to_flip_us`](crate::pipeline::ConsumeReport::capture_to_flip_us));
+    /// `None` for sinks that show nothing.
+    fn capture_to_flip(&self) -> Option<crate::pipeline::Latency> {
+        None
+    }
+
     /// Called at the end of the stream.
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())

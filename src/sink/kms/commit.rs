@@ -99,6 +99,8 @@ struct PendingFlip {
     acquire: Option<SyncFile>,
     /// `acquire` is the completion of the frame's GPU conversion.
     gpu: bool,
+    /// When the frame was captured (CLOCK_MONOTONIC ns), if its source said.
+    captured_ns: Option<u64>,
 }
 
 /// What a modeset by this display left on the CRTC.
@@ -227,6 +229,15 @@ impl Crtc {
             for ev in events {
                 if let drm::control::Event::PageFlip(pf) = ev {
                     if pf.crtc == output.crtc {
+                        // The event's time is CLOCK_MONOTONIC (DRM's default), like the
+                        // capture time; a flip stamped before its capture would mean another
+                        // clock, and is left out rather than counted as zero.
+                        let flipped_ns = pf.duration.as_nanos() as u64;
+                        if let Some(c) = set.flip.as_ref().and_then(|f| f.captured_ns) {
+                            if let Some(latency) = flipped_ns.checked_sub(c) {
+                                stats.capture_to_flip.push(latency);
+                            }
+                        }
                         set.flip = None;
                         stats.flips += 1;
                         let now = Instant::now();
@@ -250,7 +261,7 @@ impl Crtc {
         dev: &Card,
         writeback: Option<&mut Writeback>,
         frame: &Framebuffer,
-        (id, seq): (u32, u64),
+        (id, seq, captured_ns): (u32, u64, Option<u64>),
         in_fence: InFence,
         stats: &mut KmsStats,
     ) -> Result<Flipped, KmsError> {
@@ -300,7 +311,12 @@ impl Crtc {
         )))?;
         stats.commits += 1;
         let out_fence = self.out_fence.take().map(SyncFile::from_fd);
-        set.flip = Some(PendingFlip { seq, acquire, gpu });
+        set.flip = Some(PendingFlip {
+            seq,
+            acquire,
+            gpu,
+            captured_ns,
+        });
         let placement = set.placement;
         let replaced = set.shown.replace(Shown { id, seq });
         let replaced = match replaced {
@@ -353,6 +369,7 @@ impl Crtc {
                     seq: shown.seq,
                     acquire: None,
                     gpu: false,
+                    captured_ns: None,
                 });
                 self.wait_flip(dev, FLIP_TIMEOUT, stats)?;
             }

@@ -16,6 +16,7 @@ use super::writeback::{Captured, Writeback};
 use super::KmsError;
 use crate::buffer::Buffer;
 use crate::format::{FormatModifier, Fourcc, Modifier};
+use crate::pipeline::{Latency, LatencySamples};
 use crate::sink::HeldRelease;
 use crate::source::Pattern;
 use crate::sync::SyncFile;
@@ -48,6 +49,17 @@ pub struct KmsStats {
     pub imports: u64,
     /// Intervals between consecutive flips, µs (for pacing reports).
     pub flip_intervals_us: Vec<u64>,
+    /// Capture time → page-flip event, for the frames presented with their capture time.
+    pub(crate) capture_to_flip: LatencySamples,
+}
+
+impl KmsStats {
+    /// The capture → page flip distribution, µs: from each frame's capture time (given to
+    /// [`KmsDisplay::present_captured`]) to the timestamp of the page-flip event that put it
+    /// on screen (both CLOCK_MONOTONIC).
+    pub fn capture_to_flip_us(&self) -> Latency {
+        self.capture_to_flip.clone().latency()
+    }
 }
 
 /// A display output: device, connector, CRTC and primary plane, showing frames.
@@ -203,20 +215,34 @@ impl KmsDisplay {
         seq: u64,
         acquire: Option<SyncFile>,
     ) -> Result<Presented, KmsError> {
+        self.present_captured(id, seq, acquire, None)
+    }
+
+    /// [`KmsDisplay::present`] for a frame captured at `captured_ns` (CLOCK_MONOTONIC, e.g. a
+    /// camera's buffer timestamp): the time from then to the page-flip event that shows it goes
+    /// into [`KmsStats::capture_to_flip_us`].
+    pub fn present_captured(
+        &mut self,
+        id: u32,
+        seq: u64,
+        acquire: Option<SyncFile>,
+        captured_ns: Option<u64>,
+    ) -> Result<Presented, KmsError> {
         // The acquire fence goes to the display as IN_FENCE_FD unless it already signalled.
         let in_fence = match acquire.filter(|f| !f.is_signalled()) {
             Some(f) => InFence::Acquire(f),
             None => InFence::None,
         };
-        self.present_with(id, seq, in_fence)
+        self.present_with(id, seq, in_fence, captured_ns)
     }
 
-    /// [`KmsDisplay::present`] with `in_fence` as the plane's `IN_FENCE_FD`.
+    /// [`KmsDisplay::present_captured`] with `in_fence` as the plane's `IN_FENCE_FD`.
     fn present_with(
         &mut self,
         id: u32,
         seq: u64,
         in_fence: InFence,
+        captured_ns: Option<u64>,
     ) -> Result<Presented, KmsError> {
         let KmsDisplay {
             dev,
@@ -228,7 +254,14 @@ impl KmsDisplay {
         let frame = framebuffers
             .get_mut(id)
             .ok_or(KmsError::UnknownBuffer(id))?;
-        let flipped = crtc.show(dev, writeback.as_mut(), frame, (id, seq), in_fence, stats)?;
+        let flipped = crtc.show(
+            dev,
+            writeback.as_mut(),
+            frame,
+            (id, seq, captured_ns),
+            in_fence,
+            stats,
+        )?;
         let verified = match writeback {
             None => None,
             Some(wb) => {
@@ -256,12 +289,13 @@ impl KmsDisplay {
         id: u32,
         seq: u64,
         done: Option<SyncFile>,
+        captured_ns: Option<u64>,
     ) -> Result<Presented, KmsError> {
         let in_fence = match done {
             Some(f) => InFence::Gpu(f),
             None => InFence::None,
         };
-        self.present_with(id, seq, in_fence)
+        self.present_with(id, seq, in_fence, captured_ns)
     }
 
     /// The last writeback capture of the screen (a display opened with `verify_writeback`,

@@ -11,6 +11,8 @@ use super::options::{ConvertPolicy, KmsOptions};
 use super::KmsError;
 use crate::buffer::{Buffer, KindSet};
 use crate::format::{fourcc_names, FormatModifier, Fourcc, Modifier};
+use crate::meta::Clock;
+use crate::pipeline::Latency;
 use crate::sink::{
     ConversionSync, FrameIn, FrameOut, HeldRelease, Sink, SinkCaps, SinkError, StreamInfo,
 };
@@ -187,6 +189,7 @@ impl KmsSink {
     #[cfg(feature = "vulkan")]
     fn frame_converted(&mut self, frame: FrameIn<'_>) -> Result<FrameOut, SinkError> {
         let (id, seq) = (frame.id, frame.seq);
+        let captured_ns = captured_ns(&frame);
         let converted = self.conversion.convert(frame)?;
         if converted.dropped {
             // Its acquire fence never signalled: the display keeps the last frame.
@@ -203,7 +206,9 @@ impl KmsSink {
         if converted.done.is_some() {
             self.conversion.count_in_fence();
         }
-        let presented = self.display.present_after(id, seq, converted.done)?;
+        let presented = self
+            .display
+            .present_after(id, seq, converted.done, captured_ns)?;
         self.to_release.extend(presented.released);
         Ok(FrameOut {
             verified: converted.verified && presented.verified == Some(true),
@@ -288,7 +293,10 @@ impl Sink for KmsSink {
             return self.frame_converted(frame);
         }
         self.display.import(frame.id, frame.buffer)?;
-        let presented = self.display.present(frame.id, frame.seq, frame.acquire)?;
+        let captured_ns = captured_ns(&frame);
+        let presented =
+            self.display
+                .present_captured(frame.id, frame.seq, frame.acquire, captured_ns)?;
         self.to_release.extend(presented.released);
         Ok(FrameOut {
             verified: presented.verified == Some(true),
@@ -329,10 +337,24 @@ impl Sink for KmsSink {
         }
     }
 
+    fn capture_to_flip(&self) -> Option<Latency> {
+        Some(self.display.stats().capture_to_flip_us())
+    }
+
     fn finish(&mut self) -> Result<(), SinkError> {
         #[cfg(feature = "vulkan")]
         self.conversion.finish()?;
         self.display.turn_off()?;
         Ok(())
     }
+}
+
+/// When the frame was captured, on CLOCK_MONOTONIC (the page-flip event's clock): its source's
+/// own timestamp (a camera's buffer time), if it has one on that clock.
+fn captured_ns(frame: &FrameIn<'_>) -> Option<u64> {
+    frame
+        .meta
+        .source_time
+        .filter(|t| t.clock == Clock::Monotonic)
+        .map(|t| t.ns)
 }
