@@ -21,6 +21,9 @@ for n in /sys/class/video4linux/video*; do
 done
 [ -n "$node" ] || { echo "no vivid capture node (run this inside ci/vm-run)" >&2; exit 1; }
 v4l2-ctl -d "$node" --set-fmt-video=width=640,height=480,pixelformat=XR24 >/dev/null 2>&1 || true
+# Buffer timestamps at the start of the frame, so capture -> flip is measured from the capture:
+# vivid's default end-of-frame stamp is computed ahead of the time the buffer is ready.
+v4l2-ctl -d "$node" -c timestamp_source=1
 
 measure() {  # measure NAME CMD...: wall time, and user + system CPU of the command and its children
   local name=$1 wall user sys

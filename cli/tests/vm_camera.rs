@@ -61,6 +61,10 @@ fn vivid(cfg: V4l2Config) -> Option<Vivid> {
                 s.set_control("horizontal_movement", 3).unwrap();
                 s.set_control("vertical_movement", 3).unwrap();
                 s.set_control("test_pattern", RED).unwrap();
+                // Buffer timestamps at the start of the frame: vivid's default end-of-frame
+                // stamp is computed ahead, up to a frame period later than the buffer is
+                // ready, so a fast pipeline could show a frame "before" it was captured.
+                s.set_control("timestamp_source", 1).unwrap();
                 return Some(Vivid { src: s, lock });
             }
             Ok(s) => last = format!("{} is {}", path.display(), s.driver()),

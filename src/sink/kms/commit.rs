@@ -230,8 +230,9 @@ impl Crtc {
                 if let drm::control::Event::PageFlip(pf) = ev {
                     if pf.crtc == output.crtc {
                         // The event's time is CLOCK_MONOTONIC (DRM's default), like the
-                        // capture time; a flip stamped before its capture would mean another
-                        // clock, and is left out rather than counted as zero.
+                        // capture time. A flip stamped before its capture (another clock, or a
+                        // source that stamps ahead, as vivid's end-of-frame stamps are) is left
+                        // out rather than counted as zero: the samples then count fewer frames.
                         let flipped_ns = pf.duration.as_nanos() as u64;
                         if let Some(c) = set.flip.as_ref().and_then(|f| f.captured_ns) {
                             if let Some(latency) = flipped_ns.checked_sub(c) {
