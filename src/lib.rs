@@ -31,6 +31,7 @@ pub mod explain;
 pub mod format;
 #[cfg(feature = "vulkan")]
 pub mod gpu;
+pub mod latency;
 pub mod meta;
 pub mod pipeline;
 pub mod sink;

@@ -9,7 +9,7 @@
 //!       ├ gpu
 //!       └ source
 //!           └ bus, alloc
-//!               └ sync, meta, counters
+//!               └ sync, meta, counters, latency
 //!                   └ buffer
 //!                       └ format, sys
 //! ```
@@ -25,6 +25,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("sys", &["format"][..]),
         ("meta", &[][..]),
         ("counters", &[][..]),
+        ("latency", &[][..]),
         ("buffer", &["format", "sys", "counters"][..]),
         ("sync", &["format", "sys", "buffer"][..]),
         ("alloc", MEMORY),
@@ -47,7 +48,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         (
             "sink",
             &[
-                "format", "sys", "buffer", "sync", "meta", "counters", "alloc", "source", "gpu",
+                "format", "sys", "buffer", "sync", "meta", "counters", "latency", "alloc",
+                "source", "gpu",
             ][..],
         ),
         (
@@ -59,8 +61,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         (
             "pipeline",
             &[
-                "format", "sys", "buffer", "sync", "meta", "counters", "alloc", "bus", "source",
-                "sink", "gpu",
+                "format", "sys", "buffer", "sync", "meta", "counters", "latency", "alloc", "bus",
+                "source", "sink", "gpu",
             ][..],
         ),
     ])

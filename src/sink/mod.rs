@@ -230,10 +230,9 @@ pub trait Sink {
         ConversionSync::default()
     }
 
-    /// A display's capture → page flip distribution (see
-    /// [`ConsumeReport::capture_to_flip_us`](crate::pipeline::ConsumeReport::capture_to_flip_us));
+    /// A display's capture → page flip distribution (the run report's `capture_to_flip_us`);
     /// `None` for sinks that show nothing.
-    fn capture_to_flip(&self) -> Option<crate::pipeline::Latency> {
+    fn capture_to_flip(&self) -> Option<crate::latency::Latency> {
         None
     }
 

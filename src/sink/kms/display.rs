@@ -16,7 +16,7 @@ use super::writeback::{Captured, Writeback};
 use super::KmsError;
 use crate::buffer::Buffer;
 use crate::format::{FormatModifier, Fourcc, Modifier};
-use crate::pipeline::{Latency, LatencySamples};
+use crate::latency::{Latency, LatencySamples};
 use crate::sink::HeldRelease;
 use crate::source::Pattern;
 use crate::sync::SyncFile;

@@ -11,8 +11,8 @@ use super::options::{ConvertPolicy, KmsOptions};
 use super::KmsError;
 use crate::buffer::{Buffer, KindSet};
 use crate::format::{fourcc_names, FormatModifier, Fourcc, Modifier};
+use crate::latency::Latency;
 use crate::meta::Clock;
-use crate::pipeline::Latency;
 use crate::sink::{
     ConversionSync, FrameIn, FrameOut, HeldRelease, Sink, SinkCaps, SinkError, StreamInfo,
 };
